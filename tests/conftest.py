@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-# The real data sits beside the checkout (../shared/data), never inside it.
+# The real data sits in shared/data beside the checkout, never inside it, because its licences
+# do not allow redistribution.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -16,7 +17,9 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """Return the shared real-data folder, or skip the test where it is missing."""
     if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data not found: real-data tests need the shared data folder beside the checkout")
+        pytest.skip(
+            "../shared/data not found: real-data tests need the shared data folder beside the checkout"
+        )
     return SHARED_DATA
 
 
