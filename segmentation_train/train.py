@@ -39,7 +39,7 @@ from hemidiaphragm.splits import ids_in, read_split
 LOGGER = logging.getLogger("segmentation_train")
 
 # Flags that may differ between the interrupted and the resumed invocation.
-RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads")
+RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -235,7 +235,7 @@ def main(args: argparse.Namespace) -> None:
         plot_curves(args.output_dir / "metrics.csv", args.output_dir / "curves.png",
                     ["train_loss", "val_loss", "val_dice_right", "val_dice_left"])
 
-        if args.max_minutes and time.time() - run_started > 60 * args.max_minutes:
+        if args.max_minutes is not None and time.time() - run_started > 60 * args.max_minutes:
             LOGGER.info("stopping after epoch %d: --max-minutes %.1f reached", epoch, args.max_minutes)
             break
 

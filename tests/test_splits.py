@@ -1,0 +1,65 @@
+"""Split generation and the disjointness check that every consumer runs."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hemidiaphragm.splits import SplitError, check_split, ids_in, make_folds, read_split
+
+SPLITS = Path(__file__).resolve().parents[1] / "data_splits"
+
+
+def test_folds_test_every_image_once():
+    ids = [f"case{i:03d}" for i in range(23)]
+    folds = make_folds(ids, k=5, seed=1)
+    tested = [image_id for frame in folds for image_id in ids_in(frame, "test")]
+    assert sorted(tested) == ids
+    for frame in folds:
+        check_split(frame)
+
+
+def test_folds_are_seeded():
+    ids = [f"case{i}" for i in range(20)]
+    first = make_folds(ids, 4, seed=3)[0]
+    again = make_folds(ids, 4, seed=3)[0]
+    other = make_folds(ids, 4, seed=4)[0]
+    assert first.equals(again)
+    assert not first.equals(other)
+
+
+def test_folds_group_patients():
+    ids = ["p1_a", "p1_b", "p2_a", "p3_a", "p3_b", "p4_a", "p5_a"]
+    for frame in make_folds(ids, 3, seed=0, group_regex=r"^(p\d+)_"):
+        parts = frame.groupby("patient_id")["part"].nunique()
+        assert (parts == 1).all()
+
+
+def test_check_split_rejects_duplicate_id():
+    frame = pd.DataFrame({"image_id": ["a", "b", "a"], "part": ["train", "val", "test"]})
+    with pytest.raises(SplitError, match="more than once"):
+        check_split(frame)
+
+
+def test_check_split_rejects_patient_in_two_parts():
+    frame = pd.DataFrame({"image_id": ["a1", "a2"], "patient_id": ["a", "a"], "part": ["train", "test"]})
+    with pytest.raises(SplitError, match="more than one part"):
+        check_split(frame)
+
+
+def test_check_split_rejects_unknown_part():
+    frame = pd.DataFrame({"image_id": ["a"], "part": ["holdout"]})
+    with pytest.raises(SplitError, match="unknown part"):
+        check_split(frame)
+
+
+@pytest.mark.parametrize("dataset, count", [("jsrt224", 247), ("shenzhen512", 566)])
+def test_committed_splits_are_disjoint(dataset, count):
+    files = sorted((SPLITS / dataset).glob("fold*.csv"))
+    assert len(files) == 5
+    tested = []
+    for path in files:
+        frame = read_split(path)
+        assert len(frame) == count
+        tested += ids_in(frame, "test")
+    assert len(tested) == len(set(tested)) == count
