@@ -44,8 +44,10 @@ RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train the lung segmentation U-Net.")
-    parser.add_argument("--data-root", type=Path, required=True, help="dataset folder with images/ and masks/")
-    parser.add_argument("--split", type=Path, required=True, help="split CSV (image_id, patient_id, part)")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="dataset folder with images/ and masks/ (not needed with --resume)")
+    parser.add_argument("--split", type=Path, default=None,
+                        help="split CSV (image_id, patient_id, part); not needed with --resume")
     parser.add_argument("--output-dir", type=Path, required=True, help="new folder for this run's files")
     parser.add_argument(
         "--mask-encoding", default=None,
@@ -154,6 +156,8 @@ def resolve_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict |
 
 def main(args: argparse.Namespace) -> None:
     args, checkpoint = resolve_resume(args)
+    if args.data_root is None or args.split is None:
+        raise SystemExit("--data-root and --split are required unless --resume is given")
     if checkpoint is None:
         prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging(args.output_dir)

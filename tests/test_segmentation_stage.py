@@ -64,7 +64,7 @@ def test_resume_ends_where_uninterrupted_run_ends(tmp_path, shared_data):
     first = load_checkpoint(tmp_path / "interrupted" / "last.pt")
     assert first["epoch"] == 1
     run_script("segmentation_train/train.py", "--resume", "--output-dir", str(tmp_path / "interrupted"),
-               "--data-root", "unused", "--split", "unused", "--no-progress", "--threads", "2")
+               "--no-progress", "--threads", "2")
 
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "interrupted" / "last.pt")
