@@ -56,6 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     files.add_argument("--masks-dir", type=Path, default=None,
                        help="folder of the ground-truth lung masks (default: DATA_ROOT/masks when it exists; "
                             "none otherwise, leaving mask_path empty)")
+    files.add_argument("--allow-missing-masks", action="store_true",
+                       help="keep an image whose mask is missing, with an empty mask_path (listed in "
+                            "mask_warnings.csv); without it such rows are rejected as missing_mask")
     files.add_argument("--mask-suffix", default="auto",
                        help="mask file name = image id + this + extension, e.g. '_mask'; 'auto' tries "
                             "'', _mask, _segm, _seg, _label, _labels and rejects a name matching two")
@@ -156,6 +159,7 @@ def main(args: argparse.Namespace) -> int:
         image_list=read_image_list(args.image_list) if args.image_list else None,
         pixel_spacing_mm=args.pixel_spacing_mm,
         verify=args.verify,
+        require_masks=not args.allow_missing_masks,
     )
     records = load_records(args, options)
     result = build_metadata_table(records, options, tolerance_px=args.duplicate_tolerance_px)

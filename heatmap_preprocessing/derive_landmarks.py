@@ -13,10 +13,12 @@ With ``--reference`` (a wide CSV such as ``landmarks.csv``) the derived points a
 with the reference points: per-landmark median, 95th percentile and maximum distance in
 pixels, and the mean offset (dx, dy).
 
-Writes into ``--output-dir``: ``landmarks.csv`` (``image_id``, the twelve point columns in
-original-image pixels, ``<side>_dome_height_px`` and ``<side>_failure``; readable by
-``build_metadata.py --measurements``), ``failures.csv``, ``timing.json`` and, with
-``--reference``, ``distances.csv`` (one row per image and landmark) and ``comparison.csv``.
+Writes into ``--output-dir``:
+
+- ``landmarks.csv``: ``image_id``, the twelve point columns in original-image pixels,
+  ``<side>_dome_height_px`` and ``<side>_failure``. ``build_metadata.py --measurements`` reads it.
+- ``failures.csv`` and ``timing.json``;
+- with ``--reference``, ``distances.csv`` (one row per image and landmark) and ``comparison.csv``.
 
 Example:
     python heatmap_preprocessing/derive_landmarks.py --masks-dir ../shared/data/jsrt224/masks \\
@@ -295,10 +297,9 @@ def main(args: argparse.Namespace) -> int:
     ]
     atomic_write_csv(out_dir / "failures.csv", pd.DataFrame(failures, columns=["image_id", "side", "failure"]))
     atomic_write_text(out_dir / "timing.json", json.dumps(timing, indent=2) + "\n")
-    derive_ms = timing["derive"]["mean_ms"]
-    read_ms = timing["read"]["mean_ms"] if timing["read"] else float("nan")
-    LOGGER.info("derived points for %d images, %d lung(s) failed; %.1f ms/image deriving, %.1f ms/image reading",
-                len(rows), len(failures), derive_ms, read_ms)
+    reading = f", {timing['read']['mean_ms']:.1f} ms/image reading masks" if timing["read"] else ""
+    LOGGER.info("derived points for %d images, %d lung(s) failed; %.1f ms/image deriving%s",
+                len(rows), len(failures), timing["derive"]["mean_ms"], reading)
     for item in failures:
         LOGGER.warning("%s %s lung: %s", item["image_id"], item["side"], item["failure"])
 

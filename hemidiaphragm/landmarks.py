@@ -13,10 +13,10 @@ coordinates (x = column, y = row, (0, 0) = centre of the top-left pixel):
    chord ``cp``-``M`` on the medial-down side. The dome and the heart border bulge into the
    lung, to the other side of that chord, so only the corner wins.
 3. Dome: on the diaphragmatic arc (the same path from ``cp`` to ``cardio``), the point
-   furthest above the chord ``cp``-``cardio``. Outline points within ``plateau_tolerance_px``
-   of the maximum height that are contiguous with it form a plateau, and the dome is the
-   middle of the plateau, because a pixel outline is a staircase whose steps would otherwise
-   decide which end of a flat top wins.
+   furthest above the chord ``cp``-``cardio``. The outline points within
+   ``plateau_tolerance_px`` of the maximum height that are contiguous with it form a plateau.
+   The dome is the middle of that plateau. A pixel outline is a staircase, and without the
+   plateau its steps would decide which end of a flat top wins.
 
 The jsrt224 reference points were made from the SCR expert contours, whose corners are fixed
 vertices. Applied to those contours, this rule returns the reference costophrenic angle for

@@ -354,9 +354,10 @@ def merge_records(records: pd.DataFrame, tolerance_px: float = 0.0) -> tuple[pd.
     which row is right cannot be decided here.
 
     Returns:
-        ``(merged, rejected, identical_duplicates)``: merged records, one per id, with
-        ``source_line`` listing every line used; rejected records with a reason; and the
-        number of extra rows that repeated an id with consistent values.
+        ``(merged, rejected, identical_duplicates)``. ``merged`` has one record per id, whose
+        ``source_line`` lists every line used. ``rejected`` has the rejected records with their
+        reasons. ``identical_duplicates`` counts the extra rows that repeated an id with
+        consistent values.
     """
     rows = records.to_dict("records")
     rejected_rows = [row for row in rows if row["reason"]]
@@ -411,14 +412,16 @@ def _merge_group(group: list[dict], tolerance_px: float) -> tuple[dict, str]:
         return merged, ""
     for point in POINTS:
         columns = (f"{point}_x", f"{point}_y")
-        given = np.array([[row[columns[0]], row[columns[1]]] for row in group if not math.isnan(row[columns[0]])])
-        if len(given) == 0:
+        given_points = np.array(
+            [[row[columns[0]], row[columns[1]]] for row in group if not math.isnan(row[columns[0]])]
+        )
+        if len(given_points) == 0:
             continue
-        spread = given.max(axis=0) - given.min(axis=0)
+        spread = given_points.max(axis=0) - given_points.min(axis=0)
         if (spread > tolerance_px).any():
-            shown = ", ".join(f"({x:g}, {y:g})" for x, y in given)
-            return merged, f"{point} differs between rows: {shown}"
-        merged[columns[0]], merged[columns[1]] = given[0]
+            listed = ", ".join(f"({x:g}, {y:g})" for x, y in given_points)
+            return merged, f"{point} differs between rows: {listed}"
+        merged[columns[0]], merged[columns[1]] = given_points[0]
     return merged, ""
 
 
@@ -456,7 +459,10 @@ def find_mask(index: dict[str, list[Path]], image_id: str, mask_suffix: str) -> 
 
 @dataclass
 class BuildOptions:
-    """Where the files are and how to read them; see ``build_metadata.py --help`` for each field."""
+    """Input folders, file naming and selection for ``build_metadata_table``.
+
+    ``build_metadata.py --help`` describes each field under the flag of the same name.
+    """
 
     images_dir: Path
     dataset: str
@@ -468,7 +474,11 @@ class BuildOptions:
     parts: tuple[str, ...] = ("train", "val", "test")
     image_list: set[str] | None = None
     pixel_spacing_mm: float | None = None
+    # (row, column) spacing in mm per image id, for images whose files no longer record it.
+    spacing_by_id: dict[str, tuple[float, float]] | None = None
     verify: str = "decode"
+    # False: an image without a mask keeps its row with an empty mask_path (listed in mask_warnings).
+    require_masks: bool = True
 
 
 @dataclass
@@ -497,9 +507,9 @@ class BuildResult:
 def build_metadata_table(records: pd.DataFrame, options: BuildOptions, tolerance_px: float = 0.0) -> BuildResult:
     """Merge measurement records and match them to files, returning metadata and reports.
 
-    Steps: merge duplicates (``merge_records``); keep the ids in the split's selected parts
-    or the image list; find, read and size-check each image and mask; map the points to
-    original pixels and check that they lie inside the image. A dome outside the image
+    The steps are: merge duplicates (``merge_records``), keep the ids in the split's selected
+    parts or the image list, find, read and size-check each image and mask, then map the
+    points to original pixels and check that they lie inside the image. A dome outside the image
     rejects the row; an optional point (costophrenic angle, cardiophrenic corner) outside
     it is left empty and listed in ``dropped_points``. Images that the split, the
     image list or (without both) the image folder lists but no export mentions go to
@@ -591,15 +601,19 @@ def _match_files(record, image_path: Path, options: BuildOptions, mask_index, en
     mask_path = ""
     if mask_index is not None:
         masks = find_mask(mask_index, image_id, options.mask_suffix)
-        if not masks:
+        if not masks and not options.require_masks:
+            warning_rows.append({"image_id": image_id, "mask_path": "",
+                                 "warning": f"no mask in {options.masks_dir}; mask_path left empty"})
+        elif not masks:
             detail = f"no mask for {image_id} in {options.masks_dir} (suffix {options.mask_suffix})"
             return None, ("missing_mask", detail)
-        if len(masks) > 1:
+        elif len(masks) > 1:
             return None, ("ambiguous_mask", "files " + ", ".join(p.name for p in masks))
-        problem = _check_mask(masks[0], encoding, width, height, image_id, warning_rows, options.verify)
-        if problem:
-            return None, problem
-        mask_path = str(masks[0])
+        else:
+            problem = _check_mask(masks[0], encoding, width, height, image_id, warning_rows, options.verify)
+            if problem:
+                return None, problem
+            mask_path = str(masks[0])
 
     row = {
         "image_id": image_id,
@@ -609,7 +623,9 @@ def _match_files(record, image_path: Path, options: BuildOptions, mask_index, en
         "mask_encoding": str(encoding) if mask_path else "",
         "width": width,
         "height": height,
-        "pixel_spacing_mm": _spacing(options.pixel_spacing_mm, spacing_mm, image_id),
+        "pixel_spacing_mm": _spacing(
+            options.pixel_spacing_mm, spacing_mm or (options.spacing_by_id or {}).get(image_id), image_id
+        ),
     }
     for point in POINTS:
         x, y = record[f"{point}_x"], record[f"{point}_y"]
@@ -664,8 +680,9 @@ def read_image_size(path: Path, verify: str = "decode") -> tuple[int, int, tuple
     """Return (width, height, spacing_mm or None) of an image as ``read_image`` would show it.
 
     ``verify="decode"`` decodes the whole file with ``read_image``. ``"header"`` reads only the
-    header through PIL, which is about 25 times faster but does not notice a truncated pixel
-    stream; files PIL cannot open (JSRT ``.IMG``, DICOM) are decoded in either mode.
+    header through PIL. That was about 25 times faster on 512 px PNGs, but it does not notice
+    a truncated pixel stream. Files PIL cannot open (JSRT ``.IMG``, DICOM) are decoded in
+    either mode.
 
     Raises:
         ImageReadError: the file cannot be read.
@@ -689,7 +706,7 @@ def read_image_size(path: Path, verify: str = "decode") -> tuple[int, int, tuple
 
 def _header_orientation(image: Image.Image) -> int:
     # PIL's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixel
-    # data; the chunk before the data is already in image.info, which is where read_image looks.
+    # data. read_image only reads the chunk before the data, which PIL puts in image.info.
     if image.format == "PNG":
         payload = image.info.get("exif")
         if not payload:
@@ -725,16 +742,17 @@ def _spacing(given: float | None, from_file: tuple[float, float] | None, image_i
 
 
 def add_points_arguments(group, layout_flag: str = "--layout") -> None:
-    """Add the flags that say where the points come from and how to read them to an argparse group.
+    """Add the flags that choose the point source and how to parse it to an argparse group.
 
-    ``layout_flag`` names the measurement-layout flag; the parsed value is always ``args.layout``.
+    ``layout_flag`` names the measurement-layout flag; the parsed value is always
+    ``args.measurements_layout``.
     """
     group.add_argument("--points-source", choices=("measurements", "masks"), default="measurements",
                        help="read the points from --measurements exports, or derive them from the masks "
                             "(hemidiaphragm.landmarks)")
     group.add_argument("--measurements", type=Path, action="append", default=[],
                        help="measurement CSV; repeat to merge several exports (rows for the same image must agree)")
-    group.add_argument(layout_flag, dest="layout", choices=LAYOUTS, default="auto",
+    group.add_argument(layout_flag, dest="measurements_layout", choices=LAYOUTS, default="auto",
                        help="measurement layout: wide (right_dome_x ... columns), clinical ('(x, y)' strings), "
                             "or auto (decided per file from its columns)")
     group.add_argument("--id-column", default=None,
@@ -754,14 +772,17 @@ def add_points_arguments(group, layout_flag: str = "--layout") -> None:
                             "frame) are rejected as conflicting duplicates")
 
 
-def load_records(args, options: BuildOptions) -> pd.DataFrame:
+def load_records(args, options: BuildOptions, measurements: list[Path] | None = None) -> pd.DataFrame:
     """Read the records that ``args`` (from ``add_points_arguments``) point at.
+
+    ``measurements`` replaces ``args.measurements`` when given.
 
     Raises:
         SystemExit: the flags contradict each other or a measurement file cannot be read.
     """
+    measurements = list(args.measurements) if measurements is None else measurements
     if args.points_source == "masks":
-        if args.measurements:
+        if measurements:
             raise SystemExit("--points-source masks derives the points itself; drop --measurements")
         if str(options.coordinate_frame) != "original":
             raise SystemExit("--points-source masks gives points in mask pixels; drop --coordinate-frame")
@@ -776,15 +797,15 @@ def load_records(args, options: BuildOptions) -> pd.DataFrame:
         LOGGER.info("deriving points from %d masks in %s", len(mask_paths), options.masks_dir)
         return records_from_masks(mask_paths, MaskEncoding.parse(options.mask_encoding))
 
-    if not args.measurements:
+    if not measurements:
         raise SystemExit("give at least one --measurements file, or --points-source masks")
     frames = []
-    for path in args.measurements:
+    for path in measurements:
         try:
             frames.append(
                 read_measurements(
                     path,
-                    layout=args.layout,
+                    layout=args.measurements_layout,
                     id_column=args.id_column,
                     right_column=args.right_column,
                     left_column=args.left_column,
@@ -820,8 +841,10 @@ def write_build_outputs(result: BuildResult, out_dir: Path, strict: bool) -> int
 
     for row in result.rejected.to_dict("records"):
         source = Path(str(row["source_file"]).split("; ")[0]).name
-        LOGGER.warning("rejected %s (%s line %s): %s: %s", row["image_id"] or "<no name>", source,
-                       row["source_line"], row["reason"], row["detail"])
+        if row["source_line"]:
+            source += f" line {row['source_line']}"
+        LOGGER.warning("rejected %s (%s): %s: %s", row["image_id"] or "<no name>", source, row["reason"],
+                       row["detail"])
     LOGGER.info("%s", result.summary())
 
     if strict and (len(result.rejected) or len(result.dropped_points)):

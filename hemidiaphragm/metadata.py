@@ -64,7 +64,7 @@ MAX_LISTED_ERRORS = 10
 
 
 class MetadataError(ValueError):
-    """A metadata table lacks a column or holds an invalid value."""
+    """A metadata table lacks a column or contains an invalid value."""
 
 
 def read_metadata(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
@@ -185,9 +185,12 @@ def _validate_row(row, where: str, seen_ids: dict, line: int, check_files: bool,
 
     for point in REQUIRED_POINTS + OPTIONAL_POINTS:
         required = point in REQUIRED_POINTS
+        errors_before = len(errors)
         x = _parse_float(row[f"{point}_x"], f"{point}_x", where, errors, required)
         y = _parse_float(row[f"{point}_y"], f"{point}_y", where, errors, required)
-        if math.isnan(x) != math.isnan(y):
+        if len(errors) > errors_before:
+            pass  # the coordinate's own error is listed; a pairing error would only repeat it
+        elif math.isnan(x) != math.isnan(y):
             errors.append(f"{where}, columns {point}_x/{point}_y: give both coordinates or neither")
         elif not math.isnan(x):
             _check_inside(point, x, y, values["width"], values["height"], where, errors)
