@@ -19,7 +19,7 @@ import numpy as np
 
 from hemidiaphragm.imaging import read_lung_mask
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".img")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom", ".img")
 
 PRESET_MASK_ENCODINGS = {
     "jsrt224": "labels:150,200",
