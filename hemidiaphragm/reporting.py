@@ -56,7 +56,7 @@ def format_spread(values, digits: int = 2) -> str:
     if finite.size == 0:
         return "n/a"
     spread = finite.std(ddof=1) if finite.size > 1 else 0.0
-    return f"{finite.mean():.{digits}f} ± {spread:.{digits}f} ({finite.size} folds)"
+    return f"{finite.mean():.{digits}f} ± {spread:.{digits}f} ({finite.size} fold{'s' if finite.size > 1 else ''})"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
