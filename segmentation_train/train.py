@@ -40,6 +40,10 @@ LOGGER = logging.getLogger("segmentation_train")
 
 # Flags that may differ between the interrupted and the resumed invocation.
 RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes")
+# Flags that a resumed invocation may change only when given explicitly; changing them
+# means the resumed run no longer ends where the uninterrupted one would.
+RESUME_CHANGEABLE = ("epochs",)
+DEFAULT_EPOCHS = 40
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -62,7 +66,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="pretrained encoder weights, e.g. imagenet (needs a download); default: none")
     parser.add_argument("--decoder-channels", default="128,64,32,16,8",
                         help="U-Net decoder widths, one per encoder level, comma separated")
-    parser.add_argument("--epochs", type=int, default=40, help="maximum number of epochs")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="maximum number of epochs (default 40); with --resume, a new total that also "
+                             "resets the length of the cosine schedule")
     parser.add_argument("--batch-size", type=int, default=8, help="images per optimisation step")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     parser.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
@@ -143,12 +149,19 @@ def run_epoch(model, loader, device, optimizer=None, show_progress=True, descrip
 
 
 def resolve_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
+    """Return the arguments to run with: the command line, or the stored ones when resuming."""
     if not args.resume:
-        return args, None
+        epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+        return argparse.Namespace(**{**vars(args), "epochs": epochs}), None
     checkpoint = load_checkpoint(args.output_dir / "last.pt")
     stored = dict(checkpoint["args"])
     for name in RESUME_OVERRIDABLE:
         stored[name] = getattr(args, name)
+    for name in RESUME_CHANGEABLE:
+        if getattr(args, name) is not None and getattr(args, name) != stored[name]:
+            LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
+                           name, getattr(args, name), stored[name])
+            stored[name] = getattr(args, name)
     for name in ("data_root", "split", "output_dir"):
         stored[name] = Path(stored[name])
     return argparse.Namespace(**stored), checkpoint
