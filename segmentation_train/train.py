@@ -39,7 +39,8 @@ from hemidiaphragm.splits import ids_in, read_split
 LOGGER = logging.getLogger("segmentation_train")
 
 # Flags that may differ between the interrupted and the resumed invocation.
-RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes")
+# The output folder is always the one given, so a copied or moved run resumes in place.
+RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes", "output_dir")
 # Flags that a resumed invocation may change only when given explicitly; changing them
 # means the resumed run no longer ends where the uninterrupted one would.
 RESUME_CHANGEABLE = ("epochs",)
@@ -152,7 +153,13 @@ def resolve_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict |
     """Return the arguments to run with: the command line, or the stored ones when resuming."""
     if not args.resume:
         epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
-        return argparse.Namespace(**{**vars(args), "epochs": epochs}), None
+        # Absolute paths in run.json and the checkpoint let --resume run from any directory.
+        paths = {name: getattr(args, name).resolve() for name in ("data_root", "split")
+                 if getattr(args, name) is not None}
+        return argparse.Namespace(**{**vars(args), **paths, "epochs": epochs}), None
+    if not (args.output_dir / "last.pt").is_file():
+        raise SystemExit(f"cannot resume: {args.output_dir / 'last.pt'} not found; "
+                         "start a new run without --resume, or pass the folder of an earlier run")
     checkpoint = load_checkpoint(args.output_dir / "last.pt")
     stored = dict(checkpoint["args"])
     for name in RESUME_OVERRIDABLE:

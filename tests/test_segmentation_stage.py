@@ -1,5 +1,6 @@
 """Checkpoint round trip, resume and one real-data train-and-evaluate run."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,23 @@ def test_train_and_evaluate_on_jsrt224(tmp_path, shared_data):
     assert len(list((eval_dir / "overlays").glob("*.png"))) == 3
     segmenter = load_segmenter(run_dir / "best.pt")
     assert segmenter.predict(np.zeros((100, 150), np.float32)).shape == (100, 150)
+
+
+def test_resume_copied_run_writes_in_copy(tmp_path, shared_data):
+    split = make_tiny_split(tmp_path, shared_data)
+    run_script("segmentation_train/train.py", "--data-root", str(shared_data / "jsrt224"), "--split", str(split),
+               "--output-dir", str(tmp_path / "original"), "--epochs", "2", "--max-minutes", "0", *TRAIN_FLAGS)
+    shutil.copytree(tmp_path / "original", tmp_path / "copy")
+    run_script("segmentation_train/train.py", "--resume", "--output-dir", str(tmp_path / "copy"),
+               "--no-progress", "--threads", "1")
+
+    assert load_checkpoint(tmp_path / "original" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "copy" / "last.pt")["epoch"] == 2
+
+
+def test_resume_without_last_checkpoint_fails(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "segmentation_train/train.py", "--resume", "--output-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "without --resume" in result.stderr
