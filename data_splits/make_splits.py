@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hemidiaphragm.datasets import list_image_ids
 from hemidiaphragm.runs import atomic_write_csv, atomic_write_text
-from hemidiaphragm.splits import check_split, make_folds
+from hemidiaphragm.splits import SplitError, check_split, make_folds
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -39,9 +39,14 @@ def main(args: argparse.Namespace) -> None:
     existing = sorted(args.output_dir.glob("fold*.csv"))
     if existing and not args.overwrite:
         raise SystemExit(f"{args.output_dir} already has {len(existing)} fold files; pass --overwrite to replace them")
+    written = []
     for index, frame in enumerate(folds):
         check_split(frame, f"fold {index}")
-        atomic_write_csv(args.output_dir / f"fold{index}.csv", frame)
+        written.append(args.output_dir / f"fold{index}.csv")
+        atomic_write_csv(written[-1], frame)
+    # Fold files of an earlier run with more folds would mix two partitions in one folder.
+    for stale in set(existing) - set(written):
+        stale.unlink()
     atomic_write_text(
         args.output_dir / "README.txt",
         f"{len(image_ids)} images from {args.data_root.name}/images, {args.folds} folds, seed {args.seed}, "
@@ -52,4 +57,7 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (SplitError, FileNotFoundError) as error:
+        raise SystemExit(str(error)) from None

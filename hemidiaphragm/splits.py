@@ -29,11 +29,16 @@ def patient_ids(image_ids: list[str], group_regex: str | None) -> list[str]:
     """
     if not group_regex:
         return list(image_ids)
-    pattern = re.compile(group_regex)
+    try:
+        pattern = re.compile(group_regex)
+    except re.error as error:
+        raise SplitError(f"--group-regex {group_regex!r} is not a valid regular expression: {error}") from None
+    if pattern.groups < 1:
+        raise SplitError(f"--group-regex {group_regex!r} has no capture group; put the patient id in (...)")
     groups = []
     for image_id in image_ids:
         match = pattern.search(image_id)
-        if match is None or not match.groups():
+        if match is None or match.group(1) is None:
             raise SplitError(f"--group-regex {group_regex!r} does not match image id {image_id!r}")
         groups.append(match.group(1))
     return groups
@@ -68,6 +73,11 @@ def check_split(frame: pd.DataFrame, source: str = "split") -> None:
     bad_parts = sorted(set(frame["part"]) - set(PARTS))
     if bad_parts:
         raise SplitError(f"{source}: unknown part(s) {bad_parts}; expected {PARTS}")
+    for column in ("image_id", "patient_id"):
+        if column in frame.columns:
+            empty_rows = [index + 2 for index in np.flatnonzero(frame[column].astype(str).str.strip() == "")]
+            if empty_rows:
+                raise SplitError(f"{source}: empty {column} on line(s) {empty_rows[:5]}")
     duplicated = frame["image_id"][frame["image_id"].duplicated()].unique()
     if len(duplicated):
         raise SplitError(f"{source}: image id(s) listed more than once: {list(duplicated[:5])}")

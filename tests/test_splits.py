@@ -1,13 +1,18 @@
 """Split generation and the disjointness check that every consumer runs."""
 
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
 from hemidiaphragm.splits import SplitError, check_split, ids_in, make_folds, read_split
 
-SPLITS = Path(__file__).resolve().parents[1] / "data_splits"
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "data_splits"
 
 
 def test_folds_test_every_image_once():
@@ -63,3 +68,33 @@ def test_committed_splits_are_disjoint(dataset, count):
         assert len(frame) == count
         tested += ids_in(frame, "test")
     assert len(tested) == len(set(tested)) == count
+
+
+def test_group_regex_without_group_rejected():
+    with pytest.raises(SplitError, match="no capture group"):
+        make_folds(["p1_a", "p2_a", "p3_a"], 3, seed=0, group_regex=r"^p\d")
+
+
+def test_group_regex_invalid_rejected():
+    with pytest.raises(SplitError, match="not a valid regular expression"):
+        make_folds(["p1_a", "p2_a", "p3_a"], 3, seed=0, group_regex="(")
+
+
+def test_check_split_rejects_empty_id():
+    frame = pd.DataFrame({"image_id": ["a", ""], "patient_id": ["a", "b"], "part": ["test", "train"]})
+    with pytest.raises(SplitError, match="empty image_id on line"):
+        check_split(frame, "split.csv")
+
+
+def test_make_splits_overwrite_removes_extra_folds(tmp_path):
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    for index in range(6):
+        cv2.imwrite(str(images / f"img{index}.png"), np.zeros((4, 4), np.uint8))
+    command = [sys.executable, str(ROOT / "data_splits" / "make_splits.py"), "--data-root", str(tmp_path / "data"),
+               "--output-dir", str(tmp_path / "splits")]
+    subprocess.run([*command, "--folds", "5"], check=True, capture_output=True)
+    subprocess.run([*command, "--folds", "3", "--overwrite"], check=True, capture_output=True)
+
+    assert sorted(path.name for path in (tmp_path / "splits").glob("fold*.csv")) == [
+        "fold0.csv", "fold1.csv", "fold2.csv"]
