@@ -59,7 +59,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
-        raise ValueError(f"checkpoint {path} could not be read ({error}); is it truncated?") from error
+        raise ValueError(
+            f"checkpoint {path} ({path.stat().st_size} bytes) could not be read "
+            f"({type(error).__name__}: {error}); it is truncated or not a torch checkpoint, so use "
+            "another best.pt or last.pt"
+        ) from error
     if not isinstance(payload, dict):
         raise ValueError(f"checkpoint {path} is not a dict; it was not written by this project")
     missing = [key for key in REQUIRED_KEYS if key not in payload]

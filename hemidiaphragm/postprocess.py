@@ -29,6 +29,8 @@ def parse_steps(text: str | None) -> tuple[str, ...]:
     if not text or text == "none":
         return ()
     steps = tuple(part.strip() for part in text.split(",") if part.strip())
+    if "none" in steps:
+        raise ValueError(f"--postprocess {text!r}: 'none' cannot be combined with other steps")
     unknown = [step for step in steps if step not in STEPS]
     if unknown:
         raise ValueError(f"unknown post-processing step(s) {unknown}; choose from {', '.join(STEPS)} or 'none'")

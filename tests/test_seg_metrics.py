@@ -92,3 +92,8 @@ def test_summarise_and_bootstrap():
     low, high = bootstrap_ci([7.0])
     assert math.isnan(low)
     assert math.isnan(high)
+
+
+def test_parse_steps_rejects_none_with_steps():
+    with pytest.raises(ValueError, match="'none' cannot be combined"):
+        parse_steps("none,largest")
