@@ -152,6 +152,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "lung channels and dome channels; default 0 because radiographs are not mirror "
                             "symmetric (heart on the patient's left)")
 
+    group.add_argument("--mask-noise-px", type=float, default=0.0,
+                       help="standard deviation, in original pixels, of a smooth random displacement of the training "
+                            "masks that imitates segmentation errors; 0 (default) keeps the masks exact")
+
     group = parser.add_argument_group("run control")
     group.add_argument("--max-minutes", type=float, default=None,
                        help="stop after the epoch that brings the wall time over this many minutes")
@@ -207,6 +211,8 @@ def augmentation_from_args(args: argparse.Namespace) -> Augmentation:
     return Augmentation(
         enabled=not args.no_augment, rotation_deg=args.rotation_deg, scale=args.scale_range,
         shift_fraction=args.shift_fraction, flip_probability=args.flip_probability,
+        # Runs stored before --mask-noise-px existed resume without it.
+        mask_noise_px=getattr(args, "mask_noise_px", 0.0),
     )
 
 

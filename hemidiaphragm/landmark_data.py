@@ -204,6 +204,10 @@ class Augmentation:
     contrast: float = 0.1  # standardised image multiplied by a factor in [1 - c, 1 + c]
     brightness: float = 0.1  # and shifted by up to +-brightness standard deviations
     flip_probability: float = 0.0
+    # Amplitude (standard deviation, original pixels) of a smooth random displacement of the
+    # lung masks, which imitates segmentation errors so that the network learns not to trust
+    # the mask outline to the pixel. 0 leaves the masks as they are.
+    mask_noise_px: float = 0.0
 
     def draw_affine(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """Draw a rotation, zoom and shift about the centre of a ``size`` square frame."""
@@ -217,6 +221,35 @@ class Augmentation:
 
     def draw_gamma(self, rng: np.random.Generator) -> float:
         return float(np.exp(rng.uniform(-np.log1p(self.gamma), np.log1p(self.gamma))))
+
+
+def perturb_labels(labels: np.ndarray, amplitude_px: float, rng: np.random.Generator) -> np.ndarray:
+    """Displace a label map by a smooth random field of ``amplitude_px`` standard deviation.
+
+    Each displacement component is white noise blurred with a Gaussian of 3% of the longer
+    image side and rescaled to the requested standard deviation, so outlines move by a few
+    pixels in smooth waves instead of pixel noise.
+    """
+    height, width = labels.shape
+    smoothing = max(2.0, 0.03 * max(height, width))
+    fields = []
+    for _ in range(2):
+        field = cv2.GaussianBlur(rng.normal(size=(height, width)).astype(np.float32), (0, 0), smoothing)
+        fields.append(field * (amplitude_px / max(float(field.std()), 1e-6)))
+    rows, columns = np.mgrid[:height, :width].astype(np.float32)
+    return cv2.remap(labels, columns + fields[0], rows + fields[1], cv2.INTER_NEAREST,
+                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def noisy_labels(sample: "LandmarkSample", augmentation: Augmentation, seed: int, epoch: int, index: int):
+    """Return the sample's labels, perturbed when the augmentation asks for mask noise.
+
+    The noise has its own generator, so switching it on leaves every other random draw as it was.
+    """
+    if not augmentation.enabled or augmentation.mask_noise_px <= 0 or sample.labels is None:
+        return sample.labels
+    rng = np.random.default_rng([seed, epoch, index, 1])
+    return perturb_labels(sample.labels, augmentation.mask_noise_px, rng)
 
 
 def flip_horizontal(
@@ -406,7 +439,8 @@ class CoarseDataset(torch.utils.data.Dataset):
         augmentation = self.augmentation
         rng = sample_rng(self.seed, self.epoch, index)
         gamma = augmentation.draw_gamma(rng) if augmentation.enabled else 1.0
-        channels, box = coarse_input(self.mode, sample.pixels, sample.labels, self.input_size, gamma)
+        labels = noisy_labels(sample, augmentation, self.seed, self.epoch, index)
+        channels, box = coarse_input(self.mode, sample.pixels, labels, self.input_size, gamma)
         points = box.forward_points(sample.points_xy)
 
         if augmentation.enabled:
@@ -501,9 +535,12 @@ class FineDataset(torch.utils.data.Dataset):
         channels = self.plain_channels[sample_index]
         if augmentation.enabled:
             matrix = augmentation.draw_affine(rng, self.output_size)
+            gamma = 1.0
             if "image" in input_channel_names(self.mode):
                 gamma = augmentation.draw_gamma(rng)
-                channels = full_resolution_channels(self.mode, sample.pixels, sample.labels, gamma, self.zoom)
+            if gamma != 1.0 or augmentation.mask_noise_px > 0:
+                labels = noisy_labels(sample, augmentation, self.seed, self.epoch, index)
+                channels = full_resolution_channels(self.mode, sample.pixels, labels, gamma, self.zoom)
         inputs = np.ascontiguousarray(fine_input(channels, crop, matrix).transpose(2, 0, 1))
         points = crop.forward_points(sample.points_xy)
         if matrix is not None:

@@ -23,6 +23,7 @@ from hemidiaphragm.landmark_data import (
     LandmarkSample,
     flip_horizontal,
     input_swap,
+    perturb_labels,
 )
 
 SUBPIXEL_POINTS = [(10.0, 12.0), (10.3, 12.7), (31.55, 5.25), (0.4, 20.9), (47.6, 35.45)]
@@ -260,3 +261,23 @@ def test_adaptive_wing_zero_for_perfect_prediction():
     target = torch.from_numpy(gaussian_heatmaps(np.array([[5.0, 5.0]]), 12, 12, 1.5))[None]
     assert adaptive_wing_loss(target, target).item() == pytest.approx(0.0, abs=1e-7)
     assert adaptive_wing_loss(target * 0.5, target).item() > 0
+
+
+def test_perturb_labels_moves_outline_only():
+    labels = np.zeros((80, 80), dtype=np.uint8)
+    labels[20:60, 10:35] = 1
+    labels[20:60, 45:70] = 2
+    perturbed = perturb_labels(labels, 1.5, np.random.default_rng(0))
+    changed = perturbed != labels
+    assert changed.any()
+    assert set(np.unique(perturbed)) <= {0, 1, 2}
+    assert perturbed[40, 22] == 1  # lung centres, far from any outline, keep their label
+    assert perturbed[40, 57] == 2
+    assert perturbed[5, 40] == 0
+    assert changed.mean() < 0.1
+
+
+def test_perturb_labels_zero_amplitude_identity():
+    labels = np.zeros((30, 40), dtype=np.uint8)
+    labels[5:20, 5:15] = 1
+    assert np.array_equal(perturb_labels(labels, 0.0, np.random.default_rng(1)), labels)
