@@ -44,8 +44,9 @@ usage: bash pipeline.sh --data synthetic|DIR --output-dir DIR [options]
   --landmarks FILE         reference points (default DATA/landmarks.csv)
   --mask-encoding ENC      ground-truth mask encoding, 'labels:R,L' or 'combined'
                            (default: the dataset preset, see hemidiaphragm/datasets.py)
-  --pixel-spacing-mm MM    isotropic pixel size of the images in mm (default: unknown,
-                           or read from DICOM/JSRT files by build_metadata.py)
+  --pixel-spacing-mm MM    isotropic pixel size of the images in mm (default: 1.6 for
+                           jsrt224, else read from DICOM/JSRT files by build_metadata.py
+                           or unknown)
   --crop-size-px PX        stage-2 crop side in original pixels (default 64; 128 for
                            shenzhen512)
   --ablations              also train the image and image+mask inputs and score masks
@@ -214,7 +215,7 @@ FINE_FLAGS=()
 # the peaks; this was measured on the synthetic set only.
 SMALL_HEATMAP=(--encoder tu-mobilenetv3_small_050 --loss adaptive_wing --sigma-px 3 --batch-size 4)
 if [[ "$DATA" == synthetic ]]; then
-    SEG_FLAGS=(--encoder tu-mobilenetv3_small_050 --input-size 96 --decoder-channels 32,16,16,8,8 --epochs 15)
+    SEG_FLAGS=(--encoder tu-mobilenetv3_small_050 --input-size 128 --decoder-channels 32,16,16,8,8 --epochs 15)
     COARSE_FLAGS=("${SMALL_HEATMAP[@]}" --input-size 96 --epochs 15)
     FINE_FLAGS=("${SMALL_HEATMAP[@]}" --crop-output-size 48 --epochs 10 --repeats 2)
 fi
@@ -229,6 +230,12 @@ if [[ -z "$CROP_SIZE_PX" ]]; then
     [[ "$DATASET_NAME" == shenzhen512 ]] && CROP_SIZE_PX=128
 fi
 FINE_FLAGS+=(--crop-size-px "$CROP_SIZE_PX")
+
+# JSRT films were digitised at 2048 x 2048 pixels of 0.175 mm (JSRT and SCR database
+# descriptions), so the 224-pixel copies have pixels of 0.175 * 2048 / 224 = 1.6 mm.
+if [[ -z "$PIXEL_SPACING_MM" && "$DATASET_NAME" == jsrt224 ]]; then
+    PIXEL_SPACING_MM=1.6
+fi
 
 ENCODING_FLAGS=()
 [[ -n "$MASK_ENCODING" ]] && ENCODING_FLAGS=(--mask-encoding "$MASK_ENCODING")

@@ -72,9 +72,11 @@ def data_section(run_dir: Path, metadata: pd.DataFrame) -> list[str]:
     summary_path = run_dir / "metadata" / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
+        rejected = int(summary.get("rejected_rows", 0))
+        without_points = int(summary.get("images_without_points", 0))
         lines.append(
-            f"build_metadata.py rejected {summary.get('rejected_rows', 0)} rows of the reference points and "
-            f"found {summary.get('images_without_points', 0)} images without points "
+            f"build_metadata.py rejected {rejected} row{'' if rejected == 1 else 's'} of the reference points "
+            f"and found {without_points} image{'' if without_points == 1 else 's'} without points "
             "(metadata/rejected.csv, metadata/images_without_points.csv)."
         )
     widths = sorted(set(zip(metadata["width"], metadata["height"])))
