@@ -19,6 +19,8 @@ from hemidiaphragm.reporting import (
     ResultsMissing,
     format_interval,
     format_spread,
+    landmark_error_table,
+    landmark_image_table,
     markdown_table,
     segmentation_table,
 )
@@ -236,3 +238,25 @@ def test_segmentation_table_missing_row():
                              "std": 0.0, "ci95_low": 0.9, "ci95_high": 0.9}])
     with pytest.raises(ResultsMissing, match="iou"):
         segmentation_table(summary)
+
+
+def test_mm_columns_with_spacing():
+    reference = np.array([[[60.0, 150.0], [140.0, 155.0]], [[62.0, 148.0], [138.0, 150.0]]])
+    predicted = reference + np.array([[[4.0, 0.0], [0.0, 2.0]], [[0.0, 0.0], [6.0, 0.0]]])
+    widths, heights, spacing = np.array([WIDTH, WIDTH]), np.array([WIDTH, WIDTH]), np.array([0.5, 0.5])
+    table = per_image_table(["a", "b"], predicted, reference, widths, heights, spacing)
+    summary = summarise_method(table, widths, heights, spacing, resamples=50)
+    summary.insert(0, "method", "two-stage")
+    summary.insert(0, "input", "mask")
+    errors = landmark_error_table(summary)
+    # Right errors 4 and 0 px, so a mean of 2 px, which is 1 mm at 0.5 mm per pixel.
+    assert cell(errors, "mean mm [95% CI]", dome="right").startswith("1.00 [")
+    assert "PCK@2.5 mm %" in errors.columns
+    per_image = landmark_image_table(summary)
+    assert "right-left height error mm, MAE [95% CI]" in per_image.columns
+
+
+def test_no_mm_columns_without_spacing(two_folds):
+    tables = paper_tables.aggregate(two_folds, [0, 1], resamples=100, seed=0)
+    errors = pd.read_csv(tables / "landmarks.csv", dtype=str)
+    assert not [name for name in errors.columns if "mm" in name]
