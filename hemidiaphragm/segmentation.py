@@ -80,6 +80,12 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 )
             box = Letterbox.fit(radiograph.original_height, radiograph.original_width, input_size)
             self.items.append((image_id, box.forward_image(radiograph.pixels), box.forward_mask(labels)))
+        no_lung = [image_id for image_id, _, labels in self.items if not labels.any()]
+        if no_lung:
+            raise ValueError(
+                f"{len(no_lung)} of {len(self.items)} masks contain no lung under mask encoding "
+                f"'{mask_encoding}' (first: {no_lung[:3]}); check --mask-encoding against the mask values"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         if self.transform is not None:

@@ -268,4 +268,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Input errors already name the file or value; a traceback would only bury the message.
+        raise SystemExit(f"error: {error}") from None

@@ -133,3 +133,15 @@ def test_resume_without_last_checkpoint_fails(tmp_path):
         cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert "without --resume" in result.stderr
+
+
+def test_wrong_mask_encoding_is_rejected(tmp_path, shared_data):
+    split = make_tiny_split(tmp_path, shared_data)
+    result = subprocess.run(
+        [sys.executable, "segmentation_train/train.py", "--data-root", str(shared_data / "jsrt224"), "--split",
+         str(split), "--output-dir", str(tmp_path / "run"), "--epochs", "1", "--mask-encoding", "labels:1,2",
+         *TRAIN_FLAGS],
+        cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "contain no lung under mask encoding 'labels:1,2'" in result.stderr
+    assert "Traceback" not in result.stderr
