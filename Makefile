@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= synthetic
 RESULTS ?= results/$(notdir $(DATA))
+# Extra pipeline.sh flags, e.g. PIPELINE_ARGS=--resume or --overwrite for a second run.
+PIPELINE_ARGS ?=
 
 .PHONY: venv demo test lint pipeline
 
@@ -17,7 +19,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	bash pipeline.sh --data $(DATA) --output-dir $(RESULTS)
+	bash pipeline.sh --data $(DATA) --output-dir $(RESULTS) $(PIPELINE_ARGS)
 
 test: venv
 	$(VENV)/bin/ruff check .
