@@ -124,7 +124,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def batch_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Hard Dice per image and lung in the letterboxed frame, shape (B, 2).
 
-    This is the validation score used for early stopping; it is computed at network
+    This is the validation score used for early stopping. It is computed at network
     resolution, so it is an approximation of the Dice at original resolution that
     ``segmentation_test/evaluate.py`` reports.
     """

@@ -229,7 +229,7 @@ def main(args: argparse.Namespace) -> None:
             break
         started = time.time()
         train_set.set_epoch(epoch)
-        # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
+        # The shuffle order depends only on (seed, epoch), so a resumed run draws the same batches.
         generator = torch.Generator().manual_seed(args.seed * 1_000 + epoch)
         train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
                                                    generator=generator, drop_last=len(train_set) > args.batch_size)
