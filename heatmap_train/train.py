@@ -69,6 +69,7 @@ from hemidiaphragm.landmark_data import (
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.runs import (
     MetricsLog,
+    add_run_control_arguments,
     plot_curves,
     prepare_output_dir,
     resolve_device,
@@ -157,17 +158,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "masks that imitates segmentation errors; 0 (default) keeps the masks exact")
 
     group = parser.add_argument_group("run control")
-    group.add_argument("--max-minutes", type=float, default=None,
-                       help="stop after the epoch that brings the wall time over this many minutes")
-    group.add_argument("--max-images", type=int, default=None,
-                       help="use at most this many train and val images each (for smoke tests)")
-    group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
-    group.add_argument("--seed", type=int, default=2026, help="seed of weights, data order, offsets and augmentation")
-    group.add_argument("--resume", action="store_true",
-                       help="continue the run in --output-dir from its last.pt with its stored arguments")
-    group.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    group.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+    add_run_control_arguments(group, seed_help="seed of weights, data order, offsets and augmentation")
     return parser
 
 

@@ -147,6 +147,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def add_run_control_arguments(parser, seed_help: str = "seed of weights, data order and augmentation") -> None:
+    """Add the run-control flags that every training script shares to ``parser`` (or an argument group)."""
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop after the epoch that brings the wall time over this many minutes")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="use at most this many train and val images each (for smoke tests)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
+    parser.add_argument("--seed", type=int, default=2026, help=seed_help)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its last.pt with its stored arguments")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    parser.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)

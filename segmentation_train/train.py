@@ -26,6 +26,7 @@ from hemidiaphragm.datasets import MaskEncoding, default_mask_encoding
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.runs import (
     MetricsLog,
+    add_run_control_arguments,
     plot_curves,
     prepare_output_dir,
     resolve_device,
@@ -81,17 +82,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flip-probability", type=float, default=0.0,
                         help="probability of a left-right mirror per sample (right and left labels are "
                              "swapped with it); default 0 because PA radiographs are not mirror symmetric")
-    parser.add_argument("--max-minutes", type=float, default=None,
-                        help="stop after the epoch that brings the wall time over this many minutes")
-    parser.add_argument("--max-images", type=int, default=None,
-                        help="use at most this many train and val images each (for smoke tests)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of weights, data order and augmentation")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --output-dir from its last.pt with its stored arguments")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    parser.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
+    add_run_control_arguments(parser)
     return parser
 
 
