@@ -34,6 +34,9 @@ def parse_steps(text: str | None) -> tuple[str, ...]:
     unknown = [step for step in steps if step not in STEPS]
     if unknown:
         raise ValueError(f"unknown post-processing step(s) {unknown}; choose from {', '.join(STEPS)} or 'none'")
+    repeated = sorted({step for step in steps if steps.count(step) > 1})
+    if repeated:
+        raise ValueError(f"--postprocess {text!r} names {', '.join(repeated)} more than once; give each step once")
     return steps
 
 

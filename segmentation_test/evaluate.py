@@ -156,7 +156,6 @@ def markdown_summary(summary: pd.DataFrame) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -166,10 +165,12 @@ def main(args: argparse.Namespace) -> None:
     segmenter = load_segmenter(args.checkpoint, device)
     truth_encoding_text = args.mask_encoding or (
         default_mask_encoding(args.data_root) if args.data_root is not None else None)
+    # Check the inputs before the output folder is created, so a bad split or folder leaves nothing behind.
+    inputs = collect_inputs(args)
+    prepare_output_dir(args.output_dir, args.overwrite)
     write_run_record(args.output_dir, vars(args), device,
                      {"postprocess_steps": list(steps), "truth_mask_encoding": truth_encoding_text,
                       "model_config": segmenter.config})
-    inputs = collect_inputs(args)
     truth_encoding = MaskEncoding.parse(truth_encoding_text) if truth_encoding_text else None
     LOGGER.info("predicting %d images with %s (post-processing: %s)", len(inputs), args.checkpoint, variant_name)
 
@@ -194,8 +195,8 @@ def main(args: argparse.Namespace) -> None:
             continue
         truth = truth_encoding.read(truth_path)
         if truth.shape != raw.shape:
-            raise ValueError(f"truth mask {truth_path} is {truth.shape[::-1]} but image {image_path} is "
-                             f"{raw.shape[::-1]}")
+            raise ValueError(f"truth mask {truth_path} is {truth.shape[1]}x{truth.shape[0]} (width x height) but "
+                             f"image {image_path} is {raw.shape[1]}x{raw.shape[0]}; give the mask the image's size")
         variants = {"none": raw} if not steps else {"none": raw, variant_name: processed}
         for name, labels in variants.items():
             rows.append({"image_id": image_id, "variant": name, "width": raw.shape[1], "height": raw.shape[0],

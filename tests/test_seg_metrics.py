@@ -97,3 +97,8 @@ def test_summarise_and_bootstrap():
 def test_parse_steps_rejects_none_with_steps():
     with pytest.raises(ValueError, match="'none' cannot be combined"):
         parse_steps("none,largest")
+
+
+def test_parse_steps_rejects_a_repeated_step():
+    with pytest.raises(ValueError, match="largest more than once"):
+        parse_steps("largest,fill,largest")

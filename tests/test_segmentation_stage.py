@@ -114,6 +114,18 @@ def test_train_and_evaluate_on_jsrt224(tmp_path, shared_data):
     segmenter = load_segmenter(run_dir / "best.pt")
     assert segmenter.predict(np.zeros((100, 150), np.float32)).shape == (100, 150)
 
+    # A split without the requested part fails before an output folder is made.
+    no_test = tmp_path / "no_test.csv"
+    frame = pd.read_csv(split)
+    frame[frame["part"] != "test"].to_csv(no_test, index=False)
+    result = subprocess.run(
+        [sys.executable, "segmentation_test/evaluate.py", "--checkpoint", str(run_dir / "best.pt"), "--data-root",
+         str(shared_data / "jsrt224"), "--split", str(no_test), "--part", "test",
+         "--output-dir", str(tmp_path / "eval_missing")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "has no 'test' images" in result.stderr
+    assert not (tmp_path / "eval_missing").exists()
+
 
 def test_resume_copied_run_writes_in_copy(tmp_path, shared_data):
     split = make_tiny_split(tmp_path, shared_data)
