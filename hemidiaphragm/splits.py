@@ -93,7 +93,15 @@ def read_split(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} not found; make one with data_splits/make_splits.py")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise SplitError(
+            f"split file {path} is empty; expected a CSV with the header image_id,patient_id,part and one row "
+            "per image (make one with data_splits/make_splits.py)"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise SplitError(f"split file {path} could not be parsed as CSV: {error}") from None
     check_split(frame, str(path))
     return frame
 

@@ -98,3 +98,11 @@ def test_make_splits_overwrite_removes_extra_folds(tmp_path):
 
     assert sorted(path.name for path in (tmp_path / "splits").glob("fold*.csv")) == [
         "fold0.csv", "fold1.csv", "fold2.csv"]
+
+
+def test_read_split_empty_file_named(tmp_path):
+    path = tmp_path / "fold0.csv"
+    path.write_text("")
+    with pytest.raises(SplitError, match="fold0.csv is empty") as caught:
+        read_split(path)
+    assert "image_id,patient_id,part" in str(caught.value)
