@@ -63,6 +63,8 @@ REASONS = {
     "unreadable_mask": "the mask file could not be read",
     "mask_size_mismatch": "the mask and the image differ in size",
     "outside_image": "a point lies outside the image",
+    "swapped_sides": "the patient-right dome is not left of the patient-left dome in the image, so the sides "
+                     "look swapped",
     "derivation_failed": "the points could not be derived from the mask (see hemidiaphragm.landmarks)",
 }
 
@@ -169,6 +171,8 @@ def read_measurements(
             _parse_wide_row(row, record)
         else:
             _parse_clinical_row(row, record, right_column, left_column)
+        if not record["reason"]:
+            _check_sides(record, layout, right_column, left_column)
         records.append(record)
     LOGGER.info("read %d rows from %s (%s layout)", len(records), path, layout)
     return pd.DataFrame(records, columns=list(RECORD_COLUMNS))
@@ -309,6 +313,27 @@ def _parse_clinical_row(row: pd.Series, record: dict, right_column: str, left_co
             _reject(record, "nan_coordinate", f"column {column} ({side} dome): {text!r}")
             return
         record[f"{side}_dome_x"], record[f"{side}_dome_y"] = x, y
+
+
+def _check_sides(record: dict, layout: str, right_column: str, left_column: str) -> None:
+    """Reject a row whose patient-right dome is not left of the patient-left dome in the image.
+
+    On a PA radiograph the patient's right side is on the image left, so ``right_dome_x`` must
+    be smaller than ``left_dome_x`` in any frame (resizing keeps the order of x values).
+    """
+    right_x, left_x = record["right_dome_x"], record["left_dome_x"]
+    if math.isnan(right_x) or math.isnan(left_x) or right_x < left_x:
+        return
+    if layout == "clinical":
+        where = (f"patient-right dome (column {right_column}) x {right_x:g}, "
+                 f"patient-left dome (column {left_column}) x {left_x:g}")
+        fix = " If the first column holds the patient-left dome, pass --first-is patient-left."
+    else:
+        where = f"right_dome_x {right_x:g}, left_dome_x {left_x:g}"
+        fix = " Check which columns hold the patient's right and left sides."
+    _reject(record, "swapped_sides",
+            f"{where}: on a PA radiograph the patient-right dome lies on the image left (smaller x), "
+            f"so the sides look swapped.{fix}")
 
 
 def records_from_masks(mask_paths: dict[str, Path], encoding: MaskEncoding) -> pd.DataFrame:

@@ -68,10 +68,34 @@ b,"[1.5; 2.25]","3 4"
 
 
 def test_first_is_patient_left_swaps_sides(tmp_path):
-    path = write_csv(tmp_path / "m.csv", 'image_name,ref_point_fst_lung,ref_point_snd_lung\na,"(1, 2)","(3, 4)"')
+    path = write_csv(tmp_path / "m.csv", 'image_name,ref_point_fst_lung,ref_point_snd_lung\na,"(3, 2)","(1, 4)"')
     records = read_measurements(path, first_is="patient-left")
-    assert records.loc[0, "right_dome_x"] == 3.0
-    assert records.loc[0, "left_dome_x"] == 1.0
+    assert records.loc[0, "reason"] == ""
+    assert records.loc[0, "right_dome_x"] == 1.0
+    assert records.loc[0, "left_dome_x"] == 3.0
+
+
+def test_clinical_swapped_sides_rejected(tmp_path):
+    path = write_csv(tmp_path / "m.csv",
+                     'image_name,ref_point_fst_lung,ref_point_snd_lung\nJPCLN006,"(184, 170)","(58, 170)"')
+    records = read_measurements(path)
+    assert records.loc[0, "reason"] == "swapped_sides"
+    assert "x 184" in records.loc[0, "detail"]
+    assert "x 58" in records.loc[0, "detail"]
+    assert "--first-is patient-left" in records.loc[0, "detail"]
+    assert math.isnan(records.loc[0, "right_dome_x"])
+
+
+def test_wide_swapped_sides_rejected(tmp_path):
+    path = write_csv(tmp_path / "m.csv", "image_id,right_dome_x,right_dome_y,left_dome_x,left_dome_y\na,30,4,30,4")
+    records = read_measurements(path)
+    assert records.loc[0, "reason"] == "swapped_sides"
+    assert "right_dome_x 30, left_dome_x 30" in records.loc[0, "detail"]
+
+
+def test_jsrt224_landmarks_sides_in_order(shared_data):
+    records = read_measurements(shared_data / "jsrt224" / "landmarks.csv")
+    assert (records["reason"] == "").all()
 
 
 def test_custom_clinical_columns(tmp_path):
