@@ -75,7 +75,22 @@ THREADS=""
 RESUME=0
 OVERWRITE=0
 
+# Exit with a usage error when option $1 has no value: it is the last argument, or the
+# next argument is another option.
+need_value() {
+    if [[ $# -lt 2 || -z "$2" || "$2" == --* ]]; then
+        echo "pipeline.sh: $1 needs a value" >&2
+        usage >&2
+        exit 2
+    fi
+}
+
 while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --data|--output-dir|--fold|--split|--landmarks|--mask-encoding|--pixel-spacing-mm|--crop-size-px|\
+        --device|--threads)
+            need_value "$@" ;;
+    esac
     case "$1" in
         --data) DATA="$2"; shift 2 ;;
         --output-dir) OUT="$2"; shift 2 ;;
@@ -117,6 +132,27 @@ if [[ -x "$REPO/.venv/bin/python" ]]; then
 else
     PY="python"
 fi
+
+# The inputs are checked before the output folder is made, so a wrong --data, --landmarks,
+# --split or --fold leaves no folder behind.
+if [[ "$DATA" == synthetic ]]; then
+    DATASET_NAME="synthetic"
+else
+    [[ -d "$DATA" ]] || fail "dataset folder $DATA not found; give 'synthetic' or a folder with images/, masks/ and landmarks.csv"
+    DATA_ROOT="$(cd "$DATA" && pwd)"
+    DATASET_NAME="$(basename "$DATA_ROOT")"
+    LANDMARKS="${LANDMARKS:-$DATA_ROOT/landmarks.csv}"
+    [[ -f "$LANDMARKS" ]] \
+        || fail "reference points $LANDMARKS not found; pass --landmarks FILE (wide layout: image_id, right_dome_x, ...)"
+fi
+# Splits made by this script (no committed ones for the dataset) have this many folds.
+MADE_FOLDS=5
+if [[ -n "$SPLIT" ]]; then
+    [[ -f "$SPLIT" ]] || fail "split file $SPLIT not found"
+elif [[ ! -f "$REPO/data_splits/$DATASET_NAME/fold$FOLD.csv" ]] && ((10#$FOLD >= MADE_FOLDS)); then
+    fail "--fold $FOLD: there is no data_splits/$DATASET_NAME/fold$FOLD.csv, and the splits this script makes have folds 0 to $((MADE_FOLDS - 1)); choose one of those or pass --split FILE"
+fi
+
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 DONE="$OUT/.done"
@@ -177,19 +213,12 @@ TORCH_FLAGS=(--device "$DEVICE" --no-progress)
 
 if [[ "$DATA" == synthetic ]]; then
     DATA_ROOT="$OUT/data"
-    DATASET_NAME="synthetic"
     SYNTHETIC_COUNT=60
     ((QUICK)) && SYNTHETIC_COUNT=20
     run_step synthetic "$DATA_ROOT" data \
         "$PY" -m hemidiaphragm.synthetic --output-dir "$DATA_ROOT" --count "$SYNTHETIC_COUNT" --size 256 --seed 0
-else
-    [[ -d "$DATA" ]] || fail "dataset folder $DATA not found; give 'synthetic' or a folder with images/, masks/ and landmarks.csv"
-    DATA_ROOT="$(cd "$DATA" && pwd)"
-    DATASET_NAME="$(basename "$DATA_ROOT")"
+    LANDMARKS="${LANDMARKS:-$DATA_ROOT/landmarks.csv}"
 fi
-LANDMARKS="${LANDMARKS:-$DATA_ROOT/landmarks.csv}"
-[[ -f "$LANDMARKS" ]] || [[ "$DATA" == synthetic ]] \
-    || fail "reference points $LANDMARKS not found; pass --landmarks FILE (wide layout: image_id, right_dome_x, ...)"
 
 if [[ -z "$SPLIT" ]]; then
     if [[ -f "$REPO/data_splits/$DATASET_NAME/fold$FOLD.csv" ]]; then
@@ -197,7 +226,7 @@ if [[ -z "$SPLIT" ]]; then
     else
         run_step splits "$OUT/splits" data \
             "$PY" "$REPO/data_splits/make_splits.py" --data-root "$DATA_ROOT" --output-dir "$OUT/splits" \
-            --folds 5 --seed 2026
+            --folds "$MADE_FOLDS" --seed 2026
         SPLIT="$OUT/splits/fold$FOLD.csv"
     fi
 fi

@@ -122,3 +122,20 @@ def test_rejects_missing_dataset(tmp_path):
     result = run_pipeline("--data", str(tmp_path / "absent"), "--output-dir", str(tmp_path / "run"))
     assert result.returncode == 1
     assert "not found" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("fold", ["7", "5"])
+def test_rejects_missing_fold(tmp_path, fold):
+    result = run_pipeline("--data", "synthetic", "--output-dir", str(tmp_path / "run"), "--fold", fold)
+    assert result.returncode == 1
+    assert f"--fold {fold}" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arguments", [("--output-dir",), ("--output-dir", "--fold", "1")])
+def test_rejects_option_without_value(tmp_path, arguments):
+    result = run_pipeline("--data", "synthetic", *arguments)
+    assert result.returncode == 2
+    assert "--output-dir needs a value" in result.stderr
+    assert "unbound variable" not in result.stderr
