@@ -14,11 +14,12 @@ A checkpoint is a dict with these keys:
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from hemidiaphragm.runs import make_temporary_file
 
 REQUIRED_KEYS = ("model_state", "model_config", "args", "epoch", "best_metric", "best_metric_name")
 
@@ -41,7 +42,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
         raise KeyError(f"checkpoint payload lacks {missing}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp_name = make_temporary_file(path)
     os.close(handle)
     try:
         torch.save(payload, tmp_name)

@@ -8,6 +8,8 @@ epoch to ``metrics.csv``.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import csv
 import json
 import logging
@@ -111,19 +113,45 @@ def write_run_record(out_dir: Path, args: Mapping, device: str, extra: Mapping |
     return record
 
 
+class _RecordBuffer(logging.Handler):
+    """Log records kept in memory until the run's output folder exists (the first 10,000 only)."""
+
+    MAX_RECORDS = 10_000
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.MAX_RECORDS:
+            self.records.append(record)
+
+
 def setup_logging(out_dir: Path | None = None, level: int = logging.INFO) -> logging.Logger:
-    """Log to the console and, when ``out_dir`` is given, to ``out_dir/train.log``."""
+    """Log to the console and, when ``out_dir`` is given, to ``out_dir/train.log``.
+
+    A call without ``out_dir`` also keeps the records in memory, and the next call with
+    ``out_dir`` writes them into ``train.log`` first. Scripts check their inputs before they
+    create the output folder, and this keeps the log lines of that check.
+    """
     root = logging.getLogger()
     root.setLevel(level)
+    buffered_records = []
     for handler in list(root.handlers):
+        if isinstance(handler, _RecordBuffer):
+            buffered_records = handler.records
         root.removeHandler(handler)
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(formatter)
     root.addHandler(console)
-    if out_dir is not None:
+    if out_dir is None:
+        root.addHandler(_RecordBuffer())
+    else:
         file_handler = logging.FileHandler(Path(out_dir) / "train.log")
         file_handler.setFormatter(formatter)
+        for record in buffered_records:
+            file_handler.handle(record)
         root.addHandler(file_handler)
     return LOGGER
 
@@ -147,6 +175,97 @@ def resolve_device(name: str) -> str:
     return name
 
 
+# Namespace attribute in which RunArgumentParser lists the options given on the command line.
+EXPLICIT_OPTIONS = "explicit_options"
+
+
+class RunArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser that also stores which options the command line gave explicitly.
+
+    ``parse_args`` adds a sorted list of their destinations to the namespace as
+    ``explicit_options``, so that a resumed run can tell a flag given with its default value
+    from a flag left out. ``pop_explicit_options`` removes the list again before the
+    arguments are recorded.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        # A copy without defaults or required flags yields only the options that were given.
+        probe = copy.deepcopy(self)
+        for action in probe._actions:
+            action.default = argparse.SUPPRESS
+            action.required = False
+        given_options, _ = argparse.ArgumentParser.parse_known_args(probe, args)
+        setattr(parsed, EXPLICIT_OPTIONS, sorted(vars(given_options)))
+        return parsed, extras
+
+
+def pop_explicit_options(args: argparse.Namespace) -> set[str]:
+    """Remove and return the option names that ``RunArgumentParser`` stored in ``args``."""
+    return set(vars(args).pop(EXPLICIT_OPTIONS, ()))
+
+
+def _same_value(given, stored, is_path: bool) -> bool:
+    if given is None or stored is None:
+        return given is None and stored is None
+    if is_path:
+        return Path(given).resolve() == Path(stored).resolve()
+    if isinstance(given, (list, tuple)) and isinstance(stored, (list, tuple)):
+        return list(given) == list(stored)
+    return given == stored
+
+
+def check_resume_without_overwrite(args: argparse.Namespace) -> None:
+    """Raise ValueError when both ``--resume`` and ``--overwrite`` are given."""
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume and --overwrite exclude each other: --resume continues the run in "
+            f"{args.output_dir}, --overwrite deletes it; drop one of them"
+        )
+
+
+def merge_resumed_arguments(
+    args: argparse.Namespace,
+    explicit: set[str],
+    stored: Mapping,
+    overridable: Iterable[str],
+    changeable: Iterable[str] = (),
+    paths: Iterable[str] = (),
+) -> tuple[dict, list[str]]:
+    """Return the arguments of a resumed run and the names of the changeable flags it changed.
+
+    The stored arguments are kept, except the ``overridable`` flags, which always come from
+    ``args``, and the ``changeable`` flags, which come from ``args`` when given explicitly.
+
+    Raises:
+        ValueError: ``--overwrite`` is given, or an explicitly given flag that is neither
+            overridable nor changeable differs from its stored value.
+    """
+    check_resume_without_overwrite(args)
+    overridable, changeable, paths = set(overridable), set(changeable), set(paths)
+    merged = dict(stored)
+    for name in overridable:
+        merged[name] = getattr(args, name)
+    changed, conflicts = [], []
+    for name in sorted(explicit - overridable - {"overwrite"}):
+        value = getattr(args, name)
+        if name in stored and _same_value(value, stored[name], name in paths):
+            continue
+        if name in changeable:
+            merged[name] = value
+            changed.append(name)
+            continue
+        flag = "--" + name.replace("_", "-")
+        conflicts.append(f"{flag} {value} (stored: {stored.get(name, 'not recorded')})")
+    if conflicts:
+        raise ValueError(
+            f"cannot resume {args.output_dir} with changed settings: {'; '.join(conflicts)}. A resumed run "
+            "keeps the arguments stored in its last.pt, so leave these flags out, or give a new --output-dir "
+            "without --resume to start a new run with them"
+        )
+    return merged, changed
+
+
 def add_run_control_arguments(parser, seed_help: str = "seed of weights, data order and augmentation") -> None:
     """Add the run-control flags that every training script shares to ``parser`` (or an argument group)."""
     parser.add_argument("--max-minutes", type=float, default=None,
@@ -162,11 +281,34 @@ def add_run_control_arguments(parser, seed_help: str = "seed of weights, data or
     parser.add_argument("--no-progress", action="store_true", help="hide the per-batch progress bar")
 
 
+def current_umask() -> int:
+    """Return the process umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temporary_file(path: Path) -> tuple[int, str]:
+    """Create a temporary file beside ``path`` with the permissions a plain ``open`` would give it.
+
+    ``tempfile.mkstemp`` creates files with mode 0600, and the rename would carry that mode
+    over to the final file. So the mode is set to 0666 less the umask, as ``open`` does.
+    """
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(handle, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(handle)
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return handle, tmp_name
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    handle, tmp_name = make_temporary_file(path)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
