@@ -86,12 +86,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_image_source(args: argparse.Namespace) -> None:
+    """Raise SystemExit unless exactly one image source is given: --images-dir, or --data-root with --split."""
+    if args.images_dir is not None and (args.data_root is not None or args.split is not None):
+        raise SystemExit("--images-dir predicts a folder without scoring it and cannot be combined with "
+                         "--data-root or --split; give either --images-dir, or --data-root with --split")
+    if args.images_dir is None and (args.data_root is None or args.split is None):
+        raise SystemExit("give either --images-dir, or --data-root with --split")
+
+
 def collect_inputs(args: argparse.Namespace) -> list[tuple[str, Path, Path | None]]:
     """Return (image id, image path, truth mask path or None) for every image to predict."""
+    check_image_source(args)
     if args.images_dir is not None:
         return [(image_id, find_file(args.images_dir, image_id), None) for image_id in list_image_ids(args.images_dir)]
-    if args.data_root is None or args.split is None:
-        raise SystemExit("give either --images-dir, or --data-root with --split")
     image_ids = ids_in(read_split(args.split), args.part)
     if not image_ids:
         raise SystemExit(f"split {args.split} has no {args.part!r} images")
@@ -156,6 +164,7 @@ def markdown_summary(summary: pd.DataFrame) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_image_source(args)
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)

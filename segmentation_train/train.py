@@ -26,8 +26,12 @@ from hemidiaphragm.datasets import MaskEncoding, default_mask_encoding
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.runs import (
     MetricsLog,
+    RunArgumentParser,
     add_run_control_arguments,
+    check_resume_without_overwrite,
+    merge_resumed_arguments,
     plot_curves,
+    pop_explicit_options,
     prepare_output_dir,
     resolve_device,
     seed_everything,
@@ -43,13 +47,15 @@ LOGGER = logging.getLogger("segmentation_train")
 # The output folder is always the one given, so a copied or moved run resumes in place.
 RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes", "output_dir")
 # Flags that a resumed invocation may change only when given explicitly; changing them
-# means the resumed run no longer ends where the uninterrupted one would.
+# means the resumed run no longer ends where the uninterrupted one would. Any other flag
+# given with a value that differs from the stored one stops the resume with an error.
 RESUME_CHANGEABLE = ("epochs",)
+PATH_ARGUMENTS = ("data_root", "split", "output_dir")
 DEFAULT_EPOCHS = 40
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train the lung segmentation U-Net.")
+    parser = RunArgumentParser(description="Train the lung segmentation U-Net.")
     parser.add_argument("--data-root", type=Path, default=None,
                         help="dataset folder with images/ and masks/ (not needed with --resume)")
     parser.add_argument("--split", type=Path, default=None,
@@ -140,46 +146,44 @@ def run_epoch(model, loader, device, optimizer=None, show_progress=True, descrip
     return result
 
 
-def resolve_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
-    """Return the arguments to run with: the command line, or the stored ones when resuming."""
+def resolve_resume(args: argparse.Namespace, explicit: set[str]) -> tuple[argparse.Namespace, dict | None]:
+    """Return the arguments to run with: the command line, or the stored ones when resuming.
+
+    ``explicit`` names the options given on the command line; see ``merge_resumed_arguments``.
+    """
     if not args.resume:
         epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
         # Absolute paths in run.json and the checkpoint let --resume run from any directory.
         paths = {name: getattr(args, name).resolve() for name in ("data_root", "split")
                  if getattr(args, name) is not None}
         return argparse.Namespace(**{**vars(args), **paths, "epochs": epochs}), None
+    check_resume_without_overwrite(args)
     if not (args.output_dir / "last.pt").is_file():
         raise SystemExit(f"cannot resume: {args.output_dir / 'last.pt'} not found; "
                          "start a new run without --resume, or pass the folder of an earlier run")
     checkpoint = load_checkpoint(args.output_dir / "last.pt")
     stored = dict(checkpoint["args"])
-    for name in RESUME_OVERRIDABLE:
-        stored[name] = getattr(args, name)
-    for name in RESUME_CHANGEABLE:
-        if getattr(args, name) is not None and getattr(args, name) != stored[name]:
-            LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
-                           name, getattr(args, name), stored[name])
-            stored[name] = getattr(args, name)
-    for name in ("data_root", "split", "output_dir"):
-        stored[name] = Path(stored[name])
-    return argparse.Namespace(**stored), checkpoint
+    merged, changed = merge_resumed_arguments(args, explicit, stored, RESUME_OVERRIDABLE, RESUME_CHANGEABLE,
+                                              PATH_ARGUMENTS)
+    for name in changed:
+        LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
+                       name, merged[name], stored[name])
+    for name in PATH_ARGUMENTS:
+        merged[name] = Path(merged[name])
+    return argparse.Namespace(**merged), checkpoint
 
 
-def main(args: argparse.Namespace) -> None:
-    args, checkpoint = resolve_resume(args)
-    if args.data_root is None or args.split is None:
-        raise SystemExit("--data-root and --split are required unless --resume is given")
-    if checkpoint is None:
-        prepare_output_dir(args.output_dir, args.overwrite)
-    setup_logging(args.output_dir)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    mask_encoding = args.mask_encoding or default_mask_encoding(args.data_root)
-    config = model_config(args, mask_encoding)
-    write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
-    seed_everything(args.seed)
+def load_datasets(args: argparse.Namespace, mask_encoding: str):
+    """Read the split and every train and val image and mask into memory.
 
+    Raises:
+        SystemExit: the split lacks train or val ids.
+        FileNotFoundError, ValueError: a file is missing or unreadable, or a mask does not
+            fit its image or the mask encoding.
+    """
+    if not args.data_root.is_dir():
+        raise FileNotFoundError(f"--data-root {args.data_root} not found; give the dataset folder with images/ "
+                                "and masks/")
     split = read_split(args.split)
     train_ids, val_ids = ids_in(split, "train"), ids_in(split, "val")
     if args.max_images:
@@ -192,6 +196,28 @@ def main(args: argparse.Namespace) -> None:
                                     augment=not args.no_augment, flip_probability=args.flip_probability,
                                     seed=args.seed)
     val_set = SegmentationDataset(args.data_root, val_ids, args.input_size, encoding)
+    return train_set, val_set
+
+
+def main(args: argparse.Namespace) -> None:
+    args, checkpoint = resolve_resume(args, pop_explicit_options(args))
+    if args.data_root is None or args.split is None:
+        raise SystemExit("--data-root and --split are required unless --resume is given")
+    setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    mask_encoding = args.mask_encoding or default_mask_encoding(args.data_root)
+    config = model_config(args, mask_encoding)
+    seed_everything(args.seed)
+    # Every input is read before the output folder is prepared, so a bad split, data root or
+    # mask encoding leaves an earlier run, and a new folder, untouched.
+    train_set, val_set = load_datasets(args, mask_encoding)
+    if checkpoint is None:
+        prepare_output_dir(args.output_dir, args.overwrite)
+    setup_logging(args.output_dir)
+    write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
+
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False)
 
     model = build_unet(config).to(device)

@@ -157,3 +157,39 @@ def test_wrong_mask_encoding_is_rejected(tmp_path, shared_data):
     assert result.returncode != 0
     assert "contain no lung under mask encoding 'labels:1,2'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_failing(*arguments: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *arguments], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_overwrite_with_bad_split_keeps_run(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    result = run_failing("segmentation_train/train.py", "--data-root", str(tmp_path), "--split",
+                         str(tmp_path / "missing.csv"), "--output-dir", str(out), "--overwrite")
+    assert "missing.csv not found" in result.stderr
+    assert (out / "keep.txt").read_text() == "earlier result"
+
+
+def test_missing_image_leaves_no_output_dir(tmp_path):
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    split = tmp_path / "split.csv"
+    pd.DataFrame({"image_id": ["a", "b"], "patient_id": ["a", "b"], "part": ["train", "val"]}).to_csv(split,
+                                                                                                    index=False)
+    result = run_failing("segmentation_train/train.py", "--data-root", str(tmp_path / "data"), "--split", str(split),
+                         "--output-dir", str(tmp_path / "run"))
+    assert "no file for id 'a'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_images_dir_excludes_split(tmp_path):
+    result = run_failing("segmentation_test/evaluate.py", "--checkpoint", str(tmp_path / "best.pt"), "--images-dir",
+                         str(tmp_path), "--data-root", str(tmp_path), "--split", str(tmp_path / "split.csv"),
+                         "--output-dir", str(tmp_path / "eval"))
+    assert "cannot be combined with --data-root or --split" in result.stderr
+    assert not (tmp_path / "eval").exists()
