@@ -5,7 +5,9 @@ input (for example ``mask``, ``image``, ``image+mask``) and gives up to three me
 ``two-stage`` (the final points), ``stage1`` (stage 1 alone) and ``geometric`` (the
 mask-derived baseline on the masks predict used). A geometric baseline identical to one
 already scored (same masks) is scored once. ``two-stage`` is skipped for a file made
-without a stage-2 checkpoint, where it equals ``stage1``.
+without a stage-2 checkpoint, where it equals ``stage1``. A method whose every point failed
+is still scored, with all its points counted as failed, except the geometric baseline of
+a file predicted without masks (failure code ``no_mask`` everywhere), which is skipped.
 
 Errors are radial distances in original pixels. They are also given in the 512-pixel
 frame (times 512 / max(width, height)), as percent of the image width, and in mm where the
@@ -127,10 +129,14 @@ def method_points(table: pd.DataFrame, method: str) -> np.ndarray | None:
     columns = [f"{name}{infix}_{axis}" for name in LANDMARKS for axis in ("x", "y")]
     if any(column not in table.columns for column in columns):
         return None
-    points = table[columns].to_numpy(dtype=np.float64).reshape(len(table), len(LANDMARKS), 2)
-    if not np.isfinite(points).any():
-        return None
-    return points
+    return table[columns].to_numpy(dtype=np.float64).reshape(len(table), len(LANDMARKS), 2)
+
+
+def geometric_never_ran(table: pd.DataFrame) -> bool:
+    """Return True when every geometric failure code is no_mask: predict had no masks to run it on."""
+    _, suffix = METHODS["geometric"]
+    codes = [table[f"{name}{suffix}"] for name in LANDMARKS if f"{name}{suffix}" in table.columns]
+    return bool(codes) and all((column == "no_mask").all() for column in codes)
 
 
 def method_flags(table: pd.DataFrame, method: str) -> list[str]:
@@ -152,8 +158,15 @@ def collect_methods(predictions: list[tuple[str, pd.DataFrame]]) -> list[tuple[s
         for method in METHOD_ORDER:
             points = method_points(table, method)
             if points is None:
-                LOGGER.info("%s: no %s points; not scored", label, method)
+                LOGGER.info("%s: no %s columns; not scored", label, method)
                 continue
+            if not np.isfinite(points).any():
+                if method == "geometric" and geometric_never_ran(table):
+                    LOGGER.info("%s: predicted without masks, so the geometric baseline did not run; not scored",
+                                label)
+                    continue
+                LOGGER.warning("%s: every %s point failed; scored with all %d points counted as failed", label,
+                               method, points.shape[0] * points.shape[1])
             if method == "two-stage" and stage1 is not None and np.array_equal(points, stage1, equal_nan=True):
                 LOGGER.info("%s: the final points equal stage 1 (no stage-2 checkpoint); two-stage not scored", label)
                 continue
@@ -241,9 +254,9 @@ def write_overlays(out_dir: Path, reference: pd.DataFrame, per_image: pd.DataFra
 
 
 def main(args: argparse.Namespace) -> None:
-    prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging()
-    write_run_record(args.output_dir, vars(args), "cpu")
+    # Every input is read before the output folder is prepared, so a missing predictions file
+    # leaves an earlier evaluation, and a new folder, untouched.
     reference = load_landmark_table(args.metadata, args.split)
     if args.part != "all":
         reference = reference[reference["part"] == args.part].reset_index(drop=True)
@@ -260,6 +273,8 @@ def main(args: argparse.Namespace) -> None:
     methods = collect_methods(predictions)
     if not methods:
         raise SystemExit("no method has points to score in the given predictions files")
+    prepare_output_dir(args.output_dir, args.overwrite)
+    write_run_record(args.output_dir, vars(args), "cpu")
 
     per_image_parts, summary_parts, flagged, errors_512, points_by_method = [], [], {}, {}, {}
     for label, method, points, flags in methods:
@@ -295,4 +310,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Input errors already name the file or value; a traceback would only bury the message.
+        raise SystemExit(f"error: {error}") from None

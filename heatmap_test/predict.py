@@ -16,9 +16,10 @@ Writes: <output-dir>/run.json, predictions.csv (one row per image, points in
 predictions.csv columns: image_id, image_path, width, height, pixel_spacing_mm,
 mask_source, constrained, then for each dome (right_dome, left_dome): the final point
 (``_x``, ``_y``), its heatmap peak (``_peak``) and flags (``_flags``, ';'-separated:
-low_peak, outside_lung_band, missing_lung), the stage-1 point, peak and flags
-(``_stage1_x`` ...), and the geometric baseline (``_geometric_x``, ``_geometric_y``,
-``_geometric_failure``).
+low_peak, outside_lung_band, missing_lung, and outside_image for a point beyond the image
+border, outside -0.5 .. width - 0.5 or -0.5 .. height - 0.5; such a point is written as
+decoded, not clipped), the stage-1 point, peak and flags (``_stage1_x`` ...), and the
+geometric baseline (``_geometric_x``, ``_geometric_y``, ``_geometric_failure``).
 
 Example:
     python heatmap_test/predict.py --coarse-checkpoint runs/heatmap/mask_coarse/best.pt \
@@ -199,6 +200,15 @@ class MaskSource:
         return None
 
 
+def point_flags(flags: list[str], xy: np.ndarray, width: int, height: int) -> str:
+    """Join a point's decoder flags, adding outside_image when the point lies beyond the image border."""
+    flags = list(flags)
+    x, y = float(xy[0]), float(xy[1])
+    if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5) and "outside_image" not in flags:
+        flags.append("outside_image")
+    return ";".join(flags)
+
+
 def prediction_row(item: ImageItem, pixels: np.ndarray, labels, prediction, spacing_mm: float, source: str) -> dict:
     row = {
         "image_id": item.image_id, "image_path": str(item.image_path),
@@ -208,11 +218,12 @@ def prediction_row(item: ImageItem, pixels: np.ndarray, labels, prediction, spac
     for k, name in enumerate(LANDMARKS):
         row[f"{name}_x"], row[f"{name}_y"] = (float(v) for v in prediction.final.xy[k])
         row[f"{name}_peak"] = float(prediction.final.peaks[k])
-        row[f"{name}_flags"] = ";".join(prediction.final.flags[k])
+        row[f"{name}_flags"] = point_flags(prediction.final.flags[k], prediction.final.xy[k], *pixels.shape[::-1])
     for k, name in enumerate(LANDMARKS):
         row[f"{name}_stage1_x"], row[f"{name}_stage1_y"] = (float(v) for v in prediction.stage1.xy[k])
         row[f"{name}_stage1_peak"] = float(prediction.stage1.peaks[k])
-        row[f"{name}_stage1_flags"] = ";".join(prediction.stage1.flags[k])
+        row[f"{name}_stage1_flags"] = point_flags(prediction.stage1.flags[k], prediction.stage1.xy[k],
+                                                  *pixels.shape[::-1])
     geometric = derive_landmarks(labels) if labels is not None else None
     for name in LANDMARKS:
         side = name.split("_")[0]
@@ -226,19 +237,17 @@ def prediction_row(item: ImageItem, pixels: np.ndarray, labels, prediction, spac
 
 
 def main(args: argparse.Namespace) -> None:
-    prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
 
+    # Every input is checked before the output folder is prepared, so a missing checkpoint or
+    # a wrong combination of sources leaves an earlier run, and a new folder, untouched.
     coarse = load_heatmap_stage(args.coarse_checkpoint, device, expected_stage="coarse")
     fine = load_heatmap_stage(args.fine_checkpoint, device, expected_stage="fine") if args.fine_checkpoint else None
     predictor = TwoStagePredictor(coarse, fine, constrain=not args.no_constraint,
                                   band_radius_512=args.band_radius_512, min_peak=args.min_peak)
-    write_run_record(args.output_dir, vars(args), device, {
-        "coarse_model_config": coarse.config, "fine_model_config": fine.config if fine else None,
-    })
     items = list_items(args)
     masks = MaskSource(args, device)
     if predictor.needs_mask and masks.name == "none":
@@ -247,6 +256,15 @@ def main(args: argparse.Namespace) -> None:
             f"{'' if fine is None else ', ' + repr(fine.input_mode)}); give --seg-checkpoint, --mask-index or "
             "--use-metadata-masks"
         )
+    if masks.index is not None:
+        unlisted = [item.image_id for item in items if item.image_id not in masks.index]
+        if unlisted:
+            raise SystemExit(f"{args.mask_index} has no mask for {len(unlisted)} image(s), for example "
+                             f"{unlisted[:3]}; export the masks of the same images first")
+    prepare_output_dir(args.output_dir, args.overwrite)
+    write_run_record(args.output_dir, vars(args), device, {
+        "coarse_model_config": coarse.config, "fine_model_config": fine.config if fine else None,
+    })
     LOGGER.info("predicting %d images; masks from %s; constraint %s", len(items), masks.name,
                 "off" if args.no_constraint else f"on (band radius {predictor.band_radius_512:g} in the 512 frame)")
 
@@ -280,4 +298,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Input errors already name the file or value; a traceback would only bury the message.
+        raise SystemExit(f"error: {error}") from None

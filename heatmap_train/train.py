@@ -69,8 +69,12 @@ from hemidiaphragm.landmark_data import (
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.runs import (
     MetricsLog,
+    RunArgumentParser,
     add_run_control_arguments,
+    check_resume_without_overwrite,
+    merge_resumed_arguments,
     plot_curves,
+    pop_explicit_options,
     prepare_output_dir,
     resolve_device,
     seed_everything,
@@ -81,17 +85,28 @@ from hemidiaphragm.runs import (
 LOGGER = logging.getLogger("heatmap_train")
 
 # Flags that may differ between the interrupted and the resumed invocation.
-RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes")
+# The output folder is always the one given, so a copied or moved run resumes in place.
+RESUME_OVERRIDABLE = ("device", "resume", "no_progress", "threads", "max_minutes", "output_dir")
+# Flags that a resumed invocation may change only when given explicitly; changing them
+# means the resumed run no longer ends where the uninterrupted one would. Any other flag
+# given with a value that differs from the stored one stops the resume with an error.
+RESUME_CHANGEABLE = ("epochs",)
 PATH_ARGUMENTS = ("metadata", "split", "mask_index", "output_dir", "coarse_checkpoint")
+# Flags that only one stage reads; giving one to the other stage is an error.
+STAGE_ONLY_ARGUMENTS = {
+    "coarse": ("input_size",),
+    "fine": ("crop_size_px", "crop_output_size", "coarse_checkpoint", "jitter_px", "repeats"),
+}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Train stage 1 (coarse) or stage 2 (fine) of the dome heatmap model.")
-    parser.add_argument("--stage", choices=("coarse", "fine"), required=True,
-                        help="coarse: whole letterboxed input; fine: crops around each dome")
-    parser.add_argument("--metadata", type=Path, required=True,
+    parser = RunArgumentParser(description="Train stage 1 (coarse) or stage 2 (fine) of the dome heatmap model.")
+    parser.add_argument("--stage", choices=("coarse", "fine"), default=None,
+                        help="coarse: whole letterboxed input; fine: crops around each dome (required unless "
+                             "--resume is given)")
+    parser.add_argument("--metadata", type=Path, default=None,
                         help="metadata CSV (image_path, mask_path, mask_encoding, dome points in original pixels, "
-                             "part)")
+                             "part); required unless --resume is given")
     parser.add_argument("--split", type=Path, default=None,
                         help="split CSV (image_id, patient_id, part) whose parts replace the metadata's part column")
     parser.add_argument("--mask-index", type=Path, default=None,
@@ -134,7 +149,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="heatmap peak value below which a point is flagged low_peak (targets peak at 1)")
 
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=60, help="maximum number of epochs")
+    group.add_argument("--epochs", type=int, default=60,
+                       help="maximum number of epochs; with --resume, a new total that also resets the length of "
+                            "the cosine schedule")
     group.add_argument("--batch-size", type=int, default=8, help="samples per optimisation step")
     group.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     group.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
@@ -286,17 +303,43 @@ def stage1_centres(checkpoint_path: Path, samples, device: str) -> np.ndarray:
     return np.array(centres)
 
 
-def resolve_resume(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
+def resolve_resume(args: argparse.Namespace, explicit: set[str]) -> tuple[argparse.Namespace, dict | None]:
+    """Return the arguments to run with: the command line, or the stored ones when resuming.
+
+    ``explicit`` names the options given on the command line; see ``merge_resumed_arguments``.
+    """
     if not args.resume:
-        return args, None
+        if args.stage is None or args.metadata is None:
+            raise SystemExit("--stage and --metadata are required unless --resume is given")
+        check_stage_arguments(args.stage, explicit)
+        # Absolute paths in run.json and the checkpoint let --resume run from any directory.
+        paths = {name: getattr(args, name).resolve() for name in PATH_ARGUMENTS
+                 if name != "output_dir" and getattr(args, name) is not None}
+        return argparse.Namespace(**{**vars(args), **paths}), None
+    check_resume_without_overwrite(args)
+    if not (args.output_dir / "last.pt").is_file():
+        raise SystemExit(f"cannot resume: {args.output_dir / 'last.pt'} not found; "
+                         "start a new run without --resume, or pass the folder of an earlier run")
     checkpoint = load_checkpoint(args.output_dir / "last.pt")
     stored = dict(checkpoint["args"])
-    for name in RESUME_OVERRIDABLE:
-        stored[name] = getattr(args, name)
+    merged, changed = merge_resumed_arguments(args, explicit, stored, RESUME_OVERRIDABLE, RESUME_CHANGEABLE,
+                                              PATH_ARGUMENTS)
+    for name in changed:
+        LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
+                       name, merged[name], stored[name])
     for name in PATH_ARGUMENTS:
-        if stored.get(name) is not None:
-            stored[name] = Path(stored[name])
-    return argparse.Namespace(**stored), checkpoint
+        if merged.get(name) is not None:
+            merged[name] = Path(merged[name])
+    return argparse.Namespace(**merged), checkpoint
+
+
+def check_stage_arguments(stage: str, explicit: set[str]) -> None:
+    """Raise SystemExit when a flag of the other stage is given, because this stage would ignore it."""
+    for other, names in STAGE_ONLY_ARGUMENTS.items():
+        given_flags = ["--" + name.replace("_", "-") for name in names if other != stage and name in explicit]
+        if given_flags:
+            raise SystemExit(f"{', '.join(given_flags)} only apply to --stage {other}, but --stage {stage} was given; "
+                             "leave them out or train the other stage")
 
 
 def resolve_jitter(args: argparse.Namespace) -> float | None:
@@ -360,21 +403,24 @@ def combined_mode(first: str, second: str) -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    args, checkpoint = resolve_resume(args)
-    if checkpoint is None:
-        prepare_output_dir(args.output_dir, args.overwrite)
-    setup_logging(args.output_dir)
+    args, checkpoint = resolve_resume(args, pop_explicit_options(args))
+    setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     jitter_px = resolve_jitter(args)
     config = model_config(args, jitter_px)
-    write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
     seed_everything(args.seed)
     if jitter_px is not None:
         LOGGER.info("stage-2 crop-centre offsets: sigma %.3f original px per axis", jitter_px)
-
+    # Every input is read before the output folder is prepared, so a missing metadata file or
+    # checkpoint leaves an earlier run, and a new folder, untouched.
     train_set, val_set = build_datasets(args, jitter_px, device)
+    if checkpoint is None:
+        prepare_output_dir(args.output_dir, args.overwrite)
+    setup_logging(args.output_dir)
+    write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
+
     model = build_unet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -443,4 +489,8 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    try:
+        main(get_args_parser().parse_args())
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Input errors already name the file or value; a traceback would only bury the message.
+        raise SystemExit(f"error: {error}") from None

@@ -175,8 +175,8 @@ def test_resume_matches_uninterrupted_run(trained):
     run_script(*common, "--output-dir", str(tmp_path / "straight"))
     run_script(*common, "--output-dir", str(tmp_path / "interrupted"), "--max-minutes", "0")
     assert load_checkpoint(tmp_path / "interrupted" / "last.pt")["epoch"] == 1
-    run_script("heatmap_train/train.py", "--stage", "coarse", "--metadata", "unused", "--resume", "--output-dir",
-               str(tmp_path / "interrupted"), "--no-progress", "--threads", "2")
+    run_script("heatmap_train/train.py", "--resume", "--output-dir", str(tmp_path / "interrupted"), "--no-progress",
+               "--threads", "2")
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "interrupted" / "last.pt")
     assert resumed["epoch"] == straight["epoch"] == 2

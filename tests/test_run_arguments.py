@@ -1,0 +1,163 @@
+"""Run-control helpers: explicit flags, resume argument checks, file permissions, early log lines."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from hemidiaphragm.checkpoint import save_checkpoint, to_plain
+from hemidiaphragm.runs import atomic_write_text, current_umask, pop_explicit_options, setup_logging
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(script: str):
+    spec = importlib.util.spec_from_file_location(Path(script).stem + "_under_test", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def segmentation_train():
+    return load_script("segmentation_train/train.py")
+
+
+@pytest.fixture(scope="module")
+def heatmap_train():
+    return load_script("heatmap_train/train.py")
+
+
+def parse(module, *arguments: str):
+    args = module.get_args_parser().parse_args(list(arguments))
+    return args, pop_explicit_options(args)
+
+
+def write_fake_run(module, out: Path, *arguments: str) -> None:
+    """Store the resolved arguments of a new run in out/last.pt, as the trainer would."""
+    args, explicit = parse(module, *arguments, "--output-dir", str(out))
+    resolved, _ = module.resolve_resume(args, explicit)
+    payload = {"model_state": {}, "model_config": {}, "args": to_plain(vars(resolved)), "epoch": 1,
+               "best_metric": 0.0, "best_metric_name": "none"}
+    save_checkpoint(out / "last.pt", payload)
+
+
+SEGMENTATION_RUN = ("--data-root", "data", "--split", "split.csv", "--lr", "0.002", "--epochs", "3")
+
+
+def test_parser_records_explicit_default(segmentation_train):
+    _, explicit = parse(segmentation_train, "--output-dir", "x", "--lr", "0.002")
+    assert explicit == {"output_dir", "lr"}
+
+
+def test_segmentation_resume_rejects_changed_flag(tmp_path, segmentation_train):
+    write_fake_run(segmentation_train, tmp_path, *SEGMENTATION_RUN)
+    args, explicit = parse(segmentation_train, "--resume", "--output-dir", str(tmp_path), "--lr", "0.5",
+                           "--encoder", "resnet34")
+    with pytest.raises(ValueError, match="--lr 0.5 \\(stored: 0.002\\)") as caught:
+        segmentation_train.resolve_resume(args, explicit)
+    assert "--encoder resnet34 (stored: resnet18)" in str(caught.value)
+    assert "new --output-dir" in str(caught.value)
+
+
+def test_segmentation_resume_accepts_stored_values(tmp_path, segmentation_train, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_fake_run(segmentation_train, tmp_path / "run", *SEGMENTATION_RUN)
+    # The same paths, given relative to another working directory, are the same inputs.
+    monkeypatch.chdir(tmp_path.parent)
+    args, explicit = parse(segmentation_train, "--resume", "--output-dir", str(tmp_path / "run"), "--lr", "0.002",
+                           "--data-root", f"{tmp_path.name}/data", "--split", f"{tmp_path.name}/split.csv",
+                           "--device", "cpu", "--threads", "1")
+    resolved, _ = segmentation_train.resolve_resume(args, explicit)
+    assert resolved.lr == 0.002
+    assert resolved.device == "cpu"
+    assert resolved.epochs == 3
+
+
+def test_segmentation_resume_changes_epochs(tmp_path, segmentation_train):
+    write_fake_run(segmentation_train, tmp_path, *SEGMENTATION_RUN)
+    args, explicit = parse(segmentation_train, "--resume", "--output-dir", str(tmp_path), "--epochs", "5")
+    resolved, _ = segmentation_train.resolve_resume(args, explicit)
+    assert resolved.epochs == 5
+
+
+@pytest.mark.parametrize("script", ["segmentation_train/train.py", "heatmap_train/train.py"])
+def test_resume_with_overwrite_rejected(tmp_path, script):
+    module = load_script(script)
+    args, explicit = parse(module, "--resume", "--overwrite", "--output-dir", str(tmp_path))
+    with pytest.raises(ValueError, match="--resume and --overwrite exclude each other"):
+        module.resolve_resume(args, explicit)
+
+
+HEATMAP_RUN = ("--stage", "coarse", "--metadata", "metadata.csv", "--epochs", "2")
+
+
+def test_heatmap_resume_rejects_changed_flag(tmp_path, heatmap_train):
+    write_fake_run(heatmap_train, tmp_path, *HEATMAP_RUN)
+    args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(tmp_path), "--loss", "adaptive_wing")
+    with pytest.raises(ValueError, match="--loss adaptive_wing \\(stored: mse\\)"):
+        heatmap_train.resolve_resume(args, explicit)
+
+
+def test_heatmap_resume_changes_epochs(tmp_path, heatmap_train):
+    write_fake_run(heatmap_train, tmp_path, *HEATMAP_RUN)
+    args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(tmp_path), "--epochs", "4",
+                           "--stage", "coarse")
+    resolved, _ = heatmap_train.resolve_resume(args, explicit)
+    assert resolved.epochs == 4
+    assert resolved.output_dir == tmp_path
+
+
+def test_heatmap_resume_uses_given_output_dir(tmp_path, heatmap_train):
+    original, moved = tmp_path / "original", tmp_path / "moved"
+    write_fake_run(heatmap_train, original, *HEATMAP_RUN)
+    original.rename(moved)
+    args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(moved))
+    resolved, _ = heatmap_train.resolve_resume(args, explicit)
+    assert resolved.output_dir == moved
+
+
+def test_heatmap_coarse_rejects_fine_flags(heatmap_train):
+    args, explicit = parse(heatmap_train, *HEATMAP_RUN, "--output-dir", "x", "--crop-size-px", "32",
+                           "--jitter-px", "2")
+    with pytest.raises(SystemExit, match="--crop-size-px, --jitter-px only apply to --stage fine"):
+        heatmap_train.resolve_resume(args, explicit)
+
+
+def test_heatmap_needs_stage_without_resume(heatmap_train):
+    args, explicit = parse(heatmap_train, "--metadata", "m.csv", "--output-dir", "x")
+    with pytest.raises(SystemExit, match="--stage and --metadata are required"):
+        heatmap_train.resolve_resume(args, explicit)
+
+
+def test_atomic_write_follows_umask(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "text")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()
+
+
+def test_checkpoint_follows_umask(tmp_path):
+    path = tmp_path / "a.pt"
+    save_checkpoint(path, {"model_state": {}, "model_config": {}, "args": {}, "epoch": 0, "best_metric": 0.0,
+                           "best_metric_name": "none"})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~current_umask()
+
+
+def test_early_log_lines_reach_train_log(tmp_path):
+    setup_logging()
+    logging.getLogger("test").info("checked the inputs")
+    setup_logging(tmp_path)
+    logging.getLogger("test").info("training")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    text = (tmp_path / "train.log").read_text()
+    assert "checked the inputs" in text
+    assert "training" in text
+    setup_logging()
