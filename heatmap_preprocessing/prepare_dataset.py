@@ -396,6 +396,21 @@ def main(args: argparse.Namespace) -> int:
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
     if set(parts) - set(PARTS):
         raise SystemExit(f"--parts {args.parts!r}: choose from {PARTS}")
+    setup_logging()
+    # The sources are listed and the split read before the output folder is prepared, so a
+    # wrong --source or --layout leaves an earlier run, and a new folder, untouched.
+    items = None
+    if args.layout == "shared":
+        _require_dir(args.source / "images", "shared")
+        if not any(path.suffix.lower() in IMAGE_SUFFIXES for path in (args.source / "images").iterdir()):
+            raise SystemExit(f"{args.source / 'images'} contains no images ({', '.join(IMAGE_SUFFIXES)}); "
+                             "check --source")
+    else:
+        items = LISTERS[args.layout](args)
+        if not items:
+            raise SystemExit(f"no images found under {args.source} for --layout {args.layout}; check --source "
+                             "and --layout (see --help)")
+    split = read_split(args.split) if args.split else None
 
     out_dir = prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging(out_dir)
@@ -412,7 +427,6 @@ def main(args: argparse.Namespace) -> int:
         spacing_by_id: dict = {}
         LOGGER.info("shared layout: metadata points at the files in %s (mask encoding %s)", source, mask_encoding)
     else:
-        items = LISTERS[args.layout](args)
         LOGGER.info("%s: %d images, %d with masks", args.layout, len(items),
                     sum(item.read_labels is not None for item in items))
         problems, spacing_by_id = write_standard_layout(items, out_dir, args.layout)
@@ -430,7 +444,7 @@ def main(args: argparse.Namespace) -> int:
         mask_suffix="auto" if args.layout in ("shared",) else "",
         mask_encoding=mask_encoding,
         coordinate_frame=frame,
-        split=read_split(args.split) if args.split else None,
+        split=split,
         parts=parts,
         pixel_spacing_mm=spacing,
         spacing_by_id=spacing_by_id,

@@ -191,3 +191,14 @@ def test_shared_layout_references_files(tmp_path):
     assert metadata.loc[0, "mask_encoding"] == "labels:150,200"
     assert metadata.loc[0, "dataset"] == "out"
     assert not (tmp_path / "out" / "images").exists()
+
+
+@pytest.mark.parametrize("layout", ["folder", "shenzhen", "shared"])
+def test_empty_source_leaves_no_output(tmp_path, layout):
+    source = tmp_path / "empty"
+    (source / "images").mkdir(parents=True)
+    (source / "CXR_png").mkdir()
+    result = run_prepare("--layout", layout, "--source", str(source), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
