@@ -142,6 +142,10 @@ def main(args: argparse.Namespace) -> int:
         frame = CoordinateFrame.parse(args.coordinate_frame)
     except ValueError as error:
         raise SystemExit(f"--coordinate-frame: {error}") from error
+    # Read before the output folder is prepared, so a bad split or image list leaves an
+    # earlier run, and a new folder, untouched.
+    split = read_split(args.split) if args.split else None
+    image_list = read_image_list(args.image_list) if args.image_list else None
     out_dir = prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging(out_dir)
     resolved = {name: str(value) for name, value in inputs.items()}
@@ -154,9 +158,9 @@ def main(args: argparse.Namespace) -> int:
         mask_suffix=args.mask_suffix,
         mask_encoding=inputs["mask_encoding"],
         coordinate_frame=frame,
-        split=read_split(args.split) if args.split else None,
+        split=split,
         parts=inputs["parts"],
-        image_list=read_image_list(args.image_list) if args.image_list else None,
+        image_list=image_list,
         pixel_spacing_mm=args.pixel_spacing_mm,
         verify=args.verify,
         require_masks=not args.allow_missing_masks,
@@ -168,4 +172,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    try:
+        sys.exit(main(get_args_parser().parse_args()))
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        # Input errors already name the file or value; a traceback would only bury the message.
+        raise SystemExit(f"error: {error}") from None

@@ -323,6 +323,16 @@ b,"(nan, 20)","(30, 20)"
     assert "--overwrite" in again.stderr
 
 
+def test_script_bad_split_leaves_no_folder(tmp_path, dataset):
+    path = write_csv(tmp_path / "m.csv", 'image_name,ref_point_fst_lung,ref_point_snd_lung\na,"(10, 20)","(30, 20)"')
+    result = run_build("--data-root", str(dataset), "--measurements", str(path), "--split",
+                       str(tmp_path / "missing.csv"), "--output-dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "missing.csv not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_shenzhen512_measurements_all_used(tmp_path, shared_data):
     root = shared_data / "shenzhen512"
     result = run_build("--data-root", str(root), "--measurements", str(root / "measurements.csv"),
