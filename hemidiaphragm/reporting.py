@@ -55,8 +55,10 @@ def format_spread(values, digits: int = 2) -> str:
     finite = np.asarray([float(v) for v in values if is_finite(v)], dtype=np.float64)
     if finite.size == 0:
         return "n/a"
-    spread = finite.std(ddof=1) if finite.size > 1 else 0.0
-    return f"{finite.mean():.{digits}f} ± {spread:.{digits}f} ({finite.size} fold{'s' if finite.size > 1 else ''})"
+    if finite.size == 1:
+        # One fold has no spread; a printed 0.00 would read as a measured standard deviation.
+        return f"{finite[0]:.{digits}f} (1 fold, no spread)"
+    return f"{finite.mean():.{digits}f} ± {finite.std(ddof=1):.{digits}f} ({finite.size} folds)"
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -223,7 +223,7 @@ def test_format_interval_without_bounds():
 
 
 def test_format_spread_single_fold():
-    assert format_spread([0.5]) == "0.50 ± 0.00 (1 fold)"
+    assert format_spread([0.5]) == "0.50 (1 fold, no spread)"
     assert format_spread([float("nan")]) == "n/a"
 
 
