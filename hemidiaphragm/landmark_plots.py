@@ -109,7 +109,10 @@ def plot_error_distribution(errors: dict[str, np.ndarray], out_png: Path, unit_l
     left_axis.set_xlabel(f"radial error ({unit_label})")
     left_axis.set_ylabel("fraction of points")
     left_axis.grid(alpha=0.3)
-    left_axis.legend(fontsize=7)
+    if any(values.size for values in finite):
+        left_axis.legend(fontsize=7)
+    else:
+        left_axis.text(0.5, 0.5, "no points returned", ha="center", va="center", transform=left_axis.transAxes)
     right_axis.boxplot([values if values.size else [np.nan] for values in finite], orientation="horizontal")
     right_axis.set_yticks(range(1, len(names) + 1), names, fontsize=7)
     right_axis.set_xlabel(f"radial error ({unit_label})")
