@@ -142,15 +142,11 @@ def main(args: argparse.Namespace) -> int:
         frame = CoordinateFrame.parse(args.coordinate_frame)
     except ValueError as error:
         raise SystemExit(f"--coordinate-frame: {error}") from error
-    # Read before the output folder is prepared, so a bad split or image list leaves an
-    # earlier run, and a new folder, untouched.
+    # Read every input before the output folder is prepared, so a bad split, image list or
+    # measurement file leaves an earlier run, and a new folder, untouched.
+    setup_logging()
     split = read_split(args.split) if args.split else None
     image_list = read_image_list(args.image_list) if args.image_list else None
-    out_dir = prepare_output_dir(args.output_dir, args.overwrite)
-    setup_logging(out_dir)
-    resolved = {name: str(value) for name, value in inputs.items()}
-    write_run_record(out_dir, vars(args), device="cpu", extra={"resolved_inputs": resolved})
-
     options = BuildOptions(
         images_dir=inputs["images_dir"],
         dataset=inputs["dataset"],
@@ -166,6 +162,10 @@ def main(args: argparse.Namespace) -> int:
         require_masks=not args.allow_missing_masks,
     )
     records = load_records(args, options)
+    out_dir = prepare_output_dir(args.output_dir, args.overwrite)
+    setup_logging(out_dir)
+    resolved = {name: str(value) for name, value in inputs.items()}
+    write_run_record(out_dir, vars(args), device="cpu", extra={"resolved_inputs": resolved})
     result = build_metadata_table(records, options, tolerance_px=args.duplicate_tolerance_px)
     return write_build_outputs(result, out_dir, strict=args.strict)
 

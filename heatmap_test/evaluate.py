@@ -98,7 +98,10 @@ def read_predictions(path: Path, reference: pd.DataFrame) -> pd.DataFrame:
     if not path.is_file():
         raise SystemExit(f"predictions file {path} not found")
     table = pd.read_csv(path, dtype={"image_id": str}, keep_default_na=True)
-    for column in ("image_id", "width", "height", *(f"{name}_x" for name in LANDMARKS)):
+    # The flag columns are what tell a predictions file from a metadata file with the same points.
+    required = ("image_id", "width", "height", *(f"{name}_x" for name in LANDMARKS),
+                *(f"{name}_flags" for name in LANDMARKS))
+    for column in required:
         if column not in table.columns:
             raise SystemExit(f"{path} lacks the column {column!r}; is it a heatmap_test/predict.py predictions.csv?")
     duplicated = table["image_id"][table["image_id"].duplicated()].tolist()

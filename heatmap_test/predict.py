@@ -261,6 +261,15 @@ def main(args: argparse.Namespace) -> None:
         if unlisted:
             raise SystemExit(f"{args.mask_index} has no mask for {len(unlisted)} image(s), for example "
                              f"{unlisted[:3]}; export the masks of the same images first")
+    mask_paths = []
+    if masks.index is not None:
+        mask_paths = [masks.index[item.image_id] for item in items]
+    elif masks.name == "metadata":
+        mask_paths = [Path(item.mask_path) for item in items if item.mask_path is not None]
+    missing = [str(path) for path in mask_paths if not path.is_file()]
+    if missing:
+        raise SystemExit(f"error: {len(missing)} mask file(s) not found, for example {missing[:3]}; "
+                         "export the masks again or correct the mask paths")
     prepare_output_dir(args.output_dir, args.overwrite)
     write_run_record(args.output_dir, vars(args), device, {
         "coarse_model_config": coarse.config, "fine_model_config": fine.config if fine else None,

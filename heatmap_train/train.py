@@ -417,7 +417,7 @@ def main(args: argparse.Namespace) -> None:
     # checkpoint leaves an earlier run, and a new folder, untouched.
     train_set, val_set = build_datasets(args, jitter_px, device)
     if checkpoint is None:
-        prepare_output_dir(args.output_dir, args.overwrite)
+        prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)
     write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
 

@@ -151,7 +151,7 @@ def read_measurements(
     """
     path = Path(path)
     if not path.is_file():
-        raise MeasurementError(f"measurement file {path} not found")
+        raise MeasurementError(f"measurement file {path} not found; check the --measurements path")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
@@ -838,7 +838,7 @@ def load_records(args, options: BuildOptions, measurements: list[Path] | None = 
                 )
             )
         except MeasurementError as error:
-            raise SystemExit(str(error)) from error
+            raise SystemExit(f"error: {error}") from error
     return pd.concat(frames, ignore_index=True)
 
 

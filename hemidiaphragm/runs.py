@@ -44,8 +44,10 @@ TRACKED_PACKAGES = (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+def prepare_output_dir(path: str | os.PathLike, overwrite: bool, resumable: bool = False) -> Path:
     """Create ``path`` for a new run, refusing to reuse a non-empty folder.
+
+    ``resumable`` adds the hint to pass ``--resume``, for the scripts that have that flag.
 
     Raises:
         FileExistsError: ``path`` contains files and ``overwrite`` is false.
@@ -53,10 +55,10 @@ def prepare_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(path)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
+            resume_hint = "pass --resume to continue it, " if resumable else ""
             raise FileExistsError(
                 f"output folder {out} already contains files from an earlier run; "
-                "choose another --output-dir, pass --resume to continue it, or pass "
-                "--overwrite to replace it"
+                f"choose another --output-dir, {resume_hint}or pass --overwrite to replace it"
             )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -236,6 +238,8 @@ def merge_resumed_arguments(
 
     The stored arguments are kept, except the ``overridable`` flags, which always come from
     ``args``, and the ``changeable`` flags, which come from ``args`` when given explicitly.
+    A path flag may also point somewhere new when its stored file or folder no longer
+    exists, so that a run moved together with its inputs can be resumed.
 
     Raises:
         ValueError: ``--overwrite`` is given, or an explicitly given flag that is neither
@@ -254,6 +258,9 @@ def merge_resumed_arguments(
         if name in changeable:
             merged[name] = value
             changed.append(name)
+            continue
+        if name in paths and value is not None and stored.get(name) is not None and not Path(stored[name]).exists():
+            merged[name] = value
             continue
         flag = "--" + name.replace("_", "-")
         conflicts.append(f"{flag} {value} (stored: {stored.get(name, 'not recorded')})")

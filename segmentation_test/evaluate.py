@@ -176,11 +176,11 @@ def main(args: argparse.Namespace) -> None:
         default_mask_encoding(args.data_root) if args.data_root is not None else None)
     # Check the inputs before the output folder is created, so a bad split or folder leaves nothing behind.
     inputs = collect_inputs(args)
+    truth_encoding = MaskEncoding.parse(truth_encoding_text) if truth_encoding_text else None
     prepare_output_dir(args.output_dir, args.overwrite)
     write_run_record(args.output_dir, vars(args), device,
                      {"postprocess_steps": list(steps), "truth_mask_encoding": truth_encoding_text,
                       "model_config": segmenter.config})
-    truth_encoding = MaskEncoding.parse(truth_encoding_text) if truth_encoding_text else None
     LOGGER.info("predicting %d images with %s (post-processing: %s)", len(inputs), args.checkpoint, variant_name)
 
     mask_dir = args.output_dir / "masks"

@@ -214,7 +214,7 @@ def main(args: argparse.Namespace) -> None:
     # mask encoding leaves an earlier run, and a new folder, untouched.
     train_set, val_set = load_datasets(args, mask_encoding)
     if checkpoint is None:
-        prepare_output_dir(args.output_dir, args.overwrite)
+        prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)
     write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
 

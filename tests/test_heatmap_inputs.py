@@ -122,6 +122,14 @@ def test_predict_bad_inputs_leave_no_folder(tmp_path):
     assert "contains no images" in stderr
     assert not (tmp_path / "no_images").exists()
 
+    index = tmp_path / "masks_index.csv"
+    pd.DataFrame({"image_id": ["a"], "mask_path": [str(tmp_path / "gone.png")]}).to_csv(index, index=False)
+    stderr = run_failing("heatmap_test/predict.py", "--coarse-checkpoint", str(coarse), "--images", str(images),
+                         "--mask-index", str(index), "--output-dir", str(tmp_path / "gone_masks"))
+    assert "mask file(s) not found" in stderr
+    assert "gone.png" in stderr
+    assert not (tmp_path / "gone_masks").exists()
+
 
 def test_predict_flags_point_outside_image():
     predict = load_script("heatmap_test/predict.py")
@@ -182,3 +190,11 @@ def test_resume_finished_heatmap_run_with_more_epochs(tmp_path, shared_data):
     assert pd.read_csv(out / "metrics.csv")["epoch"].tolist() == [1, 2]
     with pytest.raises(ValueError, match="--lr 0.5"):
         run_script("heatmap_train/train.py", "--resume", "--lr", "0.5", "--output-dir", str(out))
+
+
+def test_evaluate_rejects_metadata_as_predictions(tmp_path):
+    metadata = write_metadata_rows(tmp_path)
+    stderr = run_failing("heatmap_test/evaluate.py", "--metadata", str(metadata), "--predictions",
+                         f"mask={metadata}", "--output-dir", str(tmp_path / "evaluate"))
+    assert "lacks the column 'right_dome_flags'" in stderr
+    assert not (tmp_path / "evaluate").exists()

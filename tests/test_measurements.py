@@ -333,6 +333,17 @@ def test_script_bad_split_leaves_no_folder(tmp_path, dataset):
     assert not (tmp_path / "out").exists()
 
 
+def test_script_missing_measurements_keeps_earlier_run(tmp_path, dataset):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metadata.csv").write_text("earlier result")
+    result = run_build("--data-root", str(dataset), "--measurements", str(tmp_path / "typo.csv"),
+                       "--output-dir", str(out), "--overwrite")
+    assert result.returncode != 0
+    assert "error: measurement file" in result.stderr
+    assert (out / "metadata.csv").read_text() == "earlier result"
+
+
 def test_shenzhen512_measurements_all_used(tmp_path, shared_data):
     root = shared_data / "shenzhen512"
     result = run_build("--data-root", str(root), "--measurements", str(root / "measurements.csv"),

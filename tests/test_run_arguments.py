@@ -161,3 +161,24 @@ def test_early_log_lines_reach_train_log(tmp_path):
     assert "checked the inputs" in text
     assert "training" in text
     setup_logging()
+
+
+def test_heatmap_resume_accepts_moved_metadata(tmp_path, heatmap_train):
+    run = tmp_path / "run"
+    write_fake_run(heatmap_train, run, *HEATMAP_RUN)  # metadata.csv does not exist: it was moved
+    moved = tmp_path / "moved_metadata.csv"
+    moved.write_text("image_id\n")
+    args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(run), "--metadata", str(moved))
+    resolved, _ = heatmap_train.resolve_resume(args, explicit)
+    assert resolved.metadata == moved
+
+
+def test_heatmap_resume_rejects_other_existing_metadata(tmp_path, heatmap_train, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "metadata.csv").write_text("image_id\n")
+    (tmp_path / "other.csv").write_text("image_id\n")
+    run = tmp_path / "run"
+    write_fake_run(heatmap_train, run, *HEATMAP_RUN)
+    args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(run), "--metadata", "other.csv")
+    with pytest.raises(ValueError, match="--metadata other.csv"):
+        heatmap_train.resolve_resume(args, explicit)

@@ -114,6 +114,15 @@ def test_train_and_evaluate_on_jsrt224(tmp_path, shared_data):
     segmenter = load_segmenter(run_dir / "best.pt")
     assert segmenter.predict(np.zeros((100, 150), np.float32)).shape == (100, 150)
 
+    # An invalid mask encoding with --overwrite fails before the earlier evaluation is removed.
+    result = subprocess.run(
+        [sys.executable, "segmentation_test/evaluate.py", "--checkpoint", str(run_dir / "best.pt"), "--data-root",
+         str(shared_data / "jsrt224"), "--split", str(split), "--part", "test", "--mask-encoding", "bogus",
+         "--overwrite", "--output-dir", str(eval_dir)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "bogus" in result.stderr
+    assert (eval_dir / "per_image.csv").is_file()
+
     # A split without the requested part fails before an output folder is made.
     no_test = tmp_path / "no_test.csv"
     frame = pd.read_csv(split)
