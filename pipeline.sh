@@ -119,6 +119,7 @@ fail() {
 [[ -n "$DATA" ]] || fail "--data is missing: give 'synthetic' or a dataset folder"
 [[ -n "$OUT" ]] || fail "--output-dir is missing"
 [[ "$FOLD" =~ ^[0-9]+$ ]] || fail "--fold '$FOLD' is not a whole number"
+[[ -z "$THREADS" || "$THREADS" =~ ^[1-9][0-9]*$ ]] || fail "--threads '$THREADS' is not a positive whole number"
 if ((RESUME && OVERWRITE)); then
     fail "--resume and --overwrite exclude each other: --resume keeps finished steps, --overwrite redoes them"
 fi

@@ -244,6 +244,10 @@ def main(args: argparse.Namespace) -> None:
 
     # Every input is checked before the output folder is prepared, so a missing checkpoint or
     # a wrong combination of sources leaves an earlier run, and a new folder, untouched.
+    if args.band_radius_512 is not None and not args.band_radius_512 > 0:
+        raise SystemExit(f"error: --band-radius-512 {args.band_radius_512} must be a positive number of pixels")
+    if args.min_peak is not None and not args.min_peak >= 0:
+        raise SystemExit(f"error: --min-peak {args.min_peak} must be 0 or more (targets peak at 1)")
     coarse = load_heatmap_stage(args.coarse_checkpoint, device, expected_stage="coarse")
     fine = load_heatmap_stage(args.fine_checkpoint, device, expected_stage="fine") if args.fine_checkpoint else None
     predictor = TwoStagePredictor(coarse, fine, constrain=not args.no_constraint,

@@ -130,6 +130,11 @@ def test_predict_bad_inputs_leave_no_folder(tmp_path):
     assert "gone.png" in stderr
     assert not (tmp_path / "gone_masks").exists()
 
+    stderr = run_failing("heatmap_test/predict.py", "--coarse-checkpoint", str(coarse), "--images", str(images),
+                         "--band-radius-512", "-5", "--output-dir", str(tmp_path / "negative_band"))
+    assert "--band-radius-512 -5.0 must be a positive number" in stderr
+    assert not (tmp_path / "negative_band").exists()
+
 
 def test_predict_flags_point_outside_image():
     predict = load_script("heatmap_test/predict.py")

@@ -139,3 +139,10 @@ def test_rejects_option_without_value(tmp_path, arguments):
     assert result.returncode == 2
     assert "--output-dir needs a value" in result.stderr
     assert "unbound variable" not in result.stderr
+
+
+def test_rejects_threads_that_are_not_a_number(tmp_path):
+    result = run_pipeline("--data", "synthetic", "--output-dir", str(tmp_path / "run"), "--threads", "abc")
+    assert result.returncode == 1
+    assert "--threads 'abc'" in result.stderr
+    assert not (tmp_path / "run").exists()
