@@ -42,7 +42,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hemidiaphragm.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint, to_plain
+from hemidiaphragm.checkpoint import (
+    load_checkpoint,
+    load_resumed_run,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    to_plain,
+)
 from hemidiaphragm.geometry import Crop, Letterbox
 from hemidiaphragm.heatmap_model import (
     LOSSES,
@@ -71,8 +78,6 @@ from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
     add_run_control_arguments,
-    check_resume_without_overwrite,
-    merge_resumed_arguments,
     plot_curves,
     pop_explicit_options,
     prepare_output_dir,
@@ -316,30 +321,16 @@ def resolve_resume(args: argparse.Namespace, explicit: set[str]) -> tuple[argpar
         paths = {name: getattr(args, name).resolve() for name in PATH_ARGUMENTS
                  if name != "output_dir" and getattr(args, name) is not None}
         return argparse.Namespace(**{**vars(args), **paths}), None
-    check_resume_without_overwrite(args)
-    if not (args.output_dir / "last.pt").is_file():
-        raise SystemExit(f"cannot resume: {args.output_dir / 'last.pt'} not found; "
-                         "start a new run without --resume, or pass the folder of an earlier run")
-    checkpoint = load_checkpoint(args.output_dir / "last.pt")
-    stored = dict(checkpoint["args"])
-    merged, changed = merge_resumed_arguments(args, explicit, stored, RESUME_OVERRIDABLE, RESUME_CHANGEABLE,
-                                              PATH_ARGUMENTS)
-    for name in changed:
-        LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
-                       name, merged[name], stored[name])
-    for name in PATH_ARGUMENTS:
-        if merged.get(name) is not None:
-            merged[name] = Path(merged[name])
-    return argparse.Namespace(**merged), checkpoint
+    return load_resumed_run(args, explicit, RESUME_OVERRIDABLE, RESUME_CHANGEABLE, PATH_ARGUMENTS)
 
 
 def check_stage_arguments(stage: str, explicit: set[str]) -> None:
     """Raise SystemExit when a flag of the other stage is given, because this stage would ignore it."""
     for other, names in STAGE_ONLY_ARGUMENTS.items():
-        given_flags = ["--" + name.replace("_", "-") for name in names if other != stage and name in explicit]
-        if given_flags:
-            raise SystemExit(f"{', '.join(given_flags)} only apply to --stage {other}, but --stage {stage} was given; "
-                             "leave them out or train the other stage")
+        misplaced_flags = ["--" + name.replace("_", "-") for name in names if other != stage and name in explicit]
+        if misplaced_flags:
+            raise SystemExit(f"{', '.join(misplaced_flags)} only apply to --stage {other}, but --stage {stage} "
+                             "was given; leave them out or train the other stage")
 
 
 def resolve_jitter(args: argparse.Namespace) -> float | None:

@@ -13,13 +13,17 @@ A checkpoint is a dict with these keys:
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
-from hemidiaphragm.runs import make_temporary_file
+from hemidiaphragm.runs import check_resume_without_overwrite, make_temporary_file, merge_resumed_arguments
+
+LOGGER = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("model_state", "model_config", "args", "epoch", "best_metric", "best_metric_name")
 
@@ -71,6 +75,39 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     if missing:
         raise ValueError(f"checkpoint {path} lacks {missing}; it was not written by this project")
     return payload
+
+
+def load_resumed_run(
+    args: argparse.Namespace,
+    explicit: set[str],
+    overridable: Iterable[str],
+    changeable: Iterable[str],
+    paths: Iterable[str],
+) -> tuple[argparse.Namespace, dict]:
+    """Load ``<output_dir>/last.pt`` and return the resumed run's arguments and the checkpoint.
+
+    The arguments are the stored ones merged with the command line by
+    ``merge_resumed_arguments``; the ``paths`` flags come back as ``Path`` objects.
+
+    Raises:
+        SystemExit: ``last.pt`` is missing.
+        ValueError: ``--overwrite`` is given, or a flag differs from its stored value.
+    """
+    check_resume_without_overwrite(args)
+    last = args.output_dir / "last.pt"
+    if not last.is_file():
+        raise SystemExit(f"cannot resume: {last} not found; "
+                         "start a new run without --resume, or pass the folder of an earlier run")
+    checkpoint = load_checkpoint(last)
+    stored = dict(checkpoint["args"])
+    merged, changed = merge_resumed_arguments(args, explicit, stored, overridable, changeable, paths)
+    for name in changed:
+        LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
+                       name, merged[name], stored[name])
+    for name in paths:
+        if merged.get(name) is not None:
+            merged[name] = Path(merged[name])
+    return argparse.Namespace(**merged), checkpoint
 
 
 def rng_state() -> dict:

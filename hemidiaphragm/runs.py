@@ -197,8 +197,8 @@ class RunArgumentParser(argparse.ArgumentParser):
         for action in probe._actions:
             action.default = argparse.SUPPRESS
             action.required = False
-        given_options, _ = argparse.ArgumentParser.parse_known_args(probe, args)
-        setattr(parsed, EXPLICIT_OPTIONS, sorted(vars(given_options)))
+        command_line_options, _ = argparse.ArgumentParser.parse_known_args(probe, args)
+        setattr(parsed, EXPLICIT_OPTIONS, sorted(vars(command_line_options)))
         return parsed, extras
 
 

@@ -21,15 +21,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from hemidiaphragm.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint, to_plain
+from hemidiaphragm.checkpoint import (
+    load_resumed_run,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+    to_plain,
+)
 from hemidiaphragm.datasets import MaskEncoding, default_mask_encoding
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
     add_run_control_arguments,
-    check_resume_without_overwrite,
-    merge_resumed_arguments,
     plot_curves,
     pop_explicit_options,
     prepare_output_dir,
@@ -157,20 +161,7 @@ def resolve_resume(args: argparse.Namespace, explicit: set[str]) -> tuple[argpar
         paths = {name: getattr(args, name).resolve() for name in ("data_root", "split")
                  if getattr(args, name) is not None}
         return argparse.Namespace(**{**vars(args), **paths, "epochs": epochs}), None
-    check_resume_without_overwrite(args)
-    if not (args.output_dir / "last.pt").is_file():
-        raise SystemExit(f"cannot resume: {args.output_dir / 'last.pt'} not found; "
-                         "start a new run without --resume, or pass the folder of an earlier run")
-    checkpoint = load_checkpoint(args.output_dir / "last.pt")
-    stored = dict(checkpoint["args"])
-    merged, changed = merge_resumed_arguments(args, explicit, stored, RESUME_OVERRIDABLE, RESUME_CHANGEABLE,
-                                              PATH_ARGUMENTS)
-    for name in changed:
-        LOGGER.warning("resuming with --%s %s in place of %s; the learning-rate schedule follows the new value",
-                       name, merged[name], stored[name])
-    for name in PATH_ARGUMENTS:
-        merged[name] = Path(merged[name])
-    return argparse.Namespace(**merged), checkpoint
+    return load_resumed_run(args, explicit, RESUME_OVERRIDABLE, RESUME_CHANGEABLE, PATH_ARGUMENTS)
 
 
 def load_datasets(args: argparse.Namespace, mask_encoding: str):
