@@ -73,7 +73,7 @@ def test_train_overwrite_missing_metadata_keeps_run(tmp_path):
     assert (out / "keep.txt").read_text() == "earlier result"
 
 
-def test_train_fine_without_jitter_leaves_no_folder(tmp_path):
+def test_fine_without_jitter_leaves_no_folder(tmp_path):
     stderr = run_failing("heatmap_train/train.py", "--stage", "fine", "--metadata", str(tmp_path / "m.csv"),
                          "--output-dir", str(tmp_path / "run"))
     assert "--jitter-px or a --coarse-checkpoint" in stderr
@@ -170,7 +170,7 @@ def test_evaluate_scores_method_that_always_failed(tmp_path):
     assert "| mask | stage1 |" in (out / "summary.md").read_text()
 
 
-def test_resume_copied_heatmap_run_writes_in_copy(tmp_path, shared_data):
+def test_heatmap_resume_writes_in_copy(tmp_path, shared_data):
     metadata = make_metadata(tmp_path, shared_data)
     run_script("heatmap_train/train.py", "--stage", "coarse", "--metadata", str(metadata), "--input-size", "32",
                "--epochs", "2", "--max-minutes", "0", "--output-dir", str(tmp_path / "original"), *TRAIN_FLAGS)
@@ -184,7 +184,7 @@ def test_resume_copied_heatmap_run_writes_in_copy(tmp_path, shared_data):
     assert (tmp_path / "copy" / "run.1.json").is_file()
 
 
-def test_resume_finished_heatmap_run_with_more_epochs(tmp_path, shared_data):
+def test_resume_finished_run_more_epochs(tmp_path, shared_data):
     metadata = make_metadata(tmp_path, shared_data)
     out = tmp_path / "run"
     run_script("heatmap_train/train.py", "--stage", "coarse", "--metadata", str(metadata), "--input-size", "32",
