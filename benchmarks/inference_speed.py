@@ -26,7 +26,7 @@ from hemidiaphragm.datasets import find_file, list_image_ids
 from hemidiaphragm.heatmap_model import TwoStagePredictor, load_heatmap_stage
 from hemidiaphragm.imaging import read_image
 from hemidiaphragm.postprocess import parse_steps, postprocess
-from hemidiaphragm.runs import resolve_device
+from hemidiaphragm.runs import resolve_device, run_script
 from hemidiaphragm.segmentation import load_segmenter
 
 
@@ -90,4 +90,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser())

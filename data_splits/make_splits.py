@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from hemidiaphragm.datasets import list_image_ids
-from hemidiaphragm.runs import atomic_write_csv, atomic_write_text
-from hemidiaphragm.splits import SplitError, check_split, make_folds
+from hemidiaphragm.runs import atomic_write_csv, atomic_write_text, run_script
+from hemidiaphragm.splits import check_split, make_folds
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (SplitError, FileNotFoundError) as error:
-        raise SystemExit(str(error)) from None
+    run_script(main, get_args_parser())

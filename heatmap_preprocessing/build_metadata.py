@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +39,7 @@ from hemidiaphragm.measurements import (
     load_records,
     write_build_outputs,
 )
-from hemidiaphragm.runs import prepare_output_dir, setup_logging, write_run_record
+from hemidiaphragm.runs import prepare_output_dir, run_script, setup_logging, write_run_record
 from hemidiaphragm.splits import PARTS, read_split
 
 LOGGER = logging.getLogger("hemidiaphragm.build_metadata")
@@ -172,8 +171,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(get_args_parser().parse_args()))
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # Input errors already name the file or value; a traceback would only bury the message.
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, get_args_parser())

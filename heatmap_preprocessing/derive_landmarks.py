@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -54,7 +53,14 @@ from hemidiaphragm.landmarks import (
     landmarks_to_row,
 )
 from hemidiaphragm.measurements import CoordinateFrame, find_mask, index_files, read_measurements
-from hemidiaphragm.runs import atomic_write_csv, atomic_write_text, prepare_output_dir, setup_logging, write_run_record
+from hemidiaphragm.runs import (
+    atomic_write_csv,
+    atomic_write_text,
+    prepare_output_dir,
+    run_script,
+    setup_logging,
+    write_run_record,
+)
 from hemidiaphragm.splits import PARTS, read_split
 
 LOGGER = logging.getLogger("hemidiaphragm.derive_landmarks")
@@ -315,4 +321,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_script(main, get_args_parser())

@@ -46,7 +46,6 @@ import argparse
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from collections import Counter
@@ -77,7 +76,7 @@ from hemidiaphragm.measurements import (
     load_records,
     write_build_outputs,
 )
-from hemidiaphragm.runs import atomic_write_csv, prepare_output_dir, setup_logging, write_run_record
+from hemidiaphragm.runs import atomic_write_csv, prepare_output_dir, run_script, setup_logging, write_run_record
 from hemidiaphragm.splits import PARTS, read_split
 
 LOGGER = logging.getLogger("hemidiaphragm.prepare_dataset")
@@ -458,4 +457,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    run_script(main, get_args_parser())

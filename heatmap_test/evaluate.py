@@ -43,7 +43,14 @@ from hemidiaphragm.imaging import read_image
 from hemidiaphragm.landmark_data import load_landmark_table, reference_points
 from hemidiaphragm.landmark_metrics import PCK_THRESHOLDS_512, PCK_THRESHOLDS_MM, per_image_table, summarise_method
 from hemidiaphragm.landmark_plots import draw_overlay, plot_error_distribution, write_png
-from hemidiaphragm.runs import atomic_write_csv, atomic_write_text, prepare_output_dir, setup_logging, write_run_record
+from hemidiaphragm.runs import (
+    atomic_write_csv,
+    atomic_write_text,
+    prepare_output_dir,
+    run_script,
+    setup_logging,
+    write_run_record,
+)
 
 LOGGER = logging.getLogger("heatmap_evaluate")
 
@@ -313,8 +320,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # Input errors already name the file or value; a traceback would only bury the message.
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, get_args_parser())

@@ -48,7 +48,14 @@ from hemidiaphragm.landmark_data import PREDICTED_MASK_ENCODING, load_landmark_t
 from hemidiaphragm.landmark_plots import draw_overlay, write_png
 from hemidiaphragm.landmarks import derive_landmarks
 from hemidiaphragm.postprocess import parse_steps
-from hemidiaphragm.runs import atomic_write_csv, prepare_output_dir, resolve_device, setup_logging, write_run_record
+from hemidiaphragm.runs import (
+    atomic_write_csv,
+    prepare_output_dir,
+    resolve_device,
+    run_script,
+    setup_logging,
+    write_run_record,
+)
 from hemidiaphragm.splits import ids_in, read_split
 
 LOGGER = logging.getLogger("heatmap_predict")
@@ -311,8 +318,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # Input errors already name the file or value; a traceback would only bury the message.
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, get_args_parser())

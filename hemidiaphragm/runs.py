@@ -44,6 +44,29 @@ TRACKED_PACKAGES = (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Errors from bad input (a missing file, a wrong column, a value out of range). Their messages
+# already name the file, row or value, so a script prints them without a traceback.
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+
+
+def run_script(main, parser: argparse.ArgumentParser) -> None:
+    """Parse the command line, call ``main(args)`` and exit with its return code.
+
+    Input errors and string exits end the script with one line that starts with ``error:``,
+    whichever stage raised them, so every script reports bad input the same way.
+    """
+    args = parser.parse_args()
+    try:
+        code = main(args)
+    except INPUT_ERRORS as error:
+        raise SystemExit(f"error: {error}") from None
+    except SystemExit as stop:
+        if isinstance(stop.code, str) and not stop.code.startswith("error:"):
+            raise SystemExit(f"error: {stop.code}") from None
+        raise
+    raise SystemExit(code)
+
+
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool, resumable: bool = False) -> Path:
     """Create ``path`` for a new run, refusing to reuse a non-empty folder.
 

@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import ndimage
 
 from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG
-from hemidiaphragm.runs import atomic_write_text
+from hemidiaphragm.runs import atomic_write_text, run_script
 
 LOGGER = logging.getLogger("hemidiaphragm.synthetic")
 
@@ -371,4 +371,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser())

@@ -40,6 +40,7 @@ from hemidiaphragm.runs import (
     atomic_write_text,
     prepare_output_dir,
     resolve_device,
+    run_script,
     setup_logging,
     write_run_record,
 )
@@ -249,8 +250,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(get_args_parser().parse_args())
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        # Input errors already name the file or value; a traceback would only bury the message.
-        raise SystemExit(f"error: {error}") from None
+    run_script(main, get_args_parser())

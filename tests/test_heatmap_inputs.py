@@ -77,6 +77,7 @@ def test_fine_without_jitter_leaves_no_folder(tmp_path):
     stderr = run_failing("heatmap_train/train.py", "--stage", "fine", "--metadata", str(tmp_path / "m.csv"),
                          "--output-dir", str(tmp_path / "run"))
     assert "--jitter-px or a --coarse-checkpoint" in stderr
+    assert stderr.startswith("error:")
     assert not (tmp_path / "run").exists()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import logging
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from hemidiaphragm.checkpoint import save_checkpoint, to_plain
-from hemidiaphragm.runs import atomic_write_text, current_umask, pop_explicit_options, setup_logging
+from hemidiaphragm.runs import atomic_write_text, current_umask, pop_explicit_options, run_script, setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -182,3 +183,38 @@ def test_heatmap_resume_rejects_other_existing_metadata(tmp_path, heatmap_train,
     args, explicit = parse(heatmap_train, "--resume", "--output-dir", str(run), "--metadata", "other.csv")
     with pytest.raises(ValueError, match="--metadata other.csv"):
         heatmap_train.resolve_resume(args, explicit)
+
+
+def _exit_of(main, argv=()):
+    parser = argparse.ArgumentParser(prog="script")
+    parser.add_argument("--size", type=int, default=1)
+    old_argv = sys.argv
+    sys.argv = ["script", *argv]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            run_script(main, parser)
+    finally:
+        sys.argv = old_argv
+    return stop.value.code
+
+
+def _raise(error):
+    def main(args):
+        raise error
+    return main
+
+
+def test_run_script_prefixes_every_input_error_once():
+    assert _exit_of(_raise(ValueError("row 3: x is NaN"))) == "error: row 3: x is NaN"
+    assert _exit_of(_raise(FileNotFoundError("a.csv not found"))) == "error: a.csv not found"
+    assert _exit_of(_raise(SystemExit("--stage is required"))) == "error: --stage is required"
+    assert _exit_of(_raise(SystemExit("error: already prefixed"))) == "error: already prefixed"
+
+
+def test_run_script_passes_exit_codes_and_other_errors():
+    assert _exit_of(lambda args: None) is None
+    assert _exit_of(lambda args: 3) == 3
+    assert _exit_of(lambda args: args.size, ["--size", "5"]) == 5
+    assert _exit_of(lambda args: None, ["--size", "five"]) == 2  # argparse's own usage error
+    with pytest.raises(RuntimeError, match="bug"):
+        _exit_of(_raise(RuntimeError("bug")))

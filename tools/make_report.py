@@ -33,7 +33,7 @@ from hemidiaphragm.reporting import (
     markdown_table,
     segmentation_table,
 )
-from hemidiaphragm.runs import atomic_write_text, git_state
+from hemidiaphragm.runs import atomic_write_text, git_state, run_script
 
 LOGGER = logging.getLogger("make_report")
 
@@ -191,4 +191,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser())

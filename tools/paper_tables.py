@@ -44,7 +44,7 @@ from hemidiaphragm.reporting import (
     markdown_table,
     segmentation_table,
 )
-from hemidiaphragm.runs import REPO_ROOT, atomic_write_csv, atomic_write_text
+from hemidiaphragm.runs import REPO_ROOT, atomic_write_csv, atomic_write_text, run_script
 from hemidiaphragm.stats import summarise
 
 LOGGER = logging.getLogger("paper_tables")
@@ -287,4 +287,4 @@ def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    run_script(main, get_args_parser())
