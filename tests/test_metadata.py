@@ -149,3 +149,14 @@ def test_all_errors_listed_together(tmp_path, image_file):
 def test_missing_file_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="build_metadata.py"):
         read_metadata(tmp_path / "none.csv")
+
+
+def test_many_missing_columns_short(tmp_path):
+    path = tmp_path / "predictions.csv"
+    path.write_text("image_id,right_x,right_y\na,1,2\n")
+    with pytest.raises(MetadataError) as caught:
+        read_metadata(path)
+    message = str(caught.value)
+    assert "dataset, part, image_path, mask_path and " in message
+    assert "more;" in message
+    assert len(message) < 300
