@@ -230,7 +230,7 @@ def derive_landmarks_from_contour(
         raise ValueError(f"corner indices {corner_indices} are outside a contour of {len(points)} points")
     apex_index = int(np.argmin(points[:, 1]))
     path = path_avoiding(len(points), cp_index, cardio_index, apex_index)
-    return _dome_on_arc(points, path, image_size, plateau_tolerance_px)
+    return dome_on_arc(points, path, image_size, plateau_tolerance_px)
 
 
 def landmarks_from_outline(
@@ -274,10 +274,10 @@ def landmarks_from_outline(
     if beyond_chord[corner_position] <= 0:
         return failed("no_cardiophrenic_corner")
 
-    return _dome_on_arc(outline, path[: corner_position + 1], image_size, plateau_tolerance_px)
+    return dome_on_arc(outline, path[: corner_position + 1], image_size, plateau_tolerance_px)
 
 
-def _dome_on_arc(
+def dome_on_arc(
     points: np.ndarray,
     arc_indices: np.ndarray,
     image_size: tuple[int, int] | None,
