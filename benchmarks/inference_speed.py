@@ -26,14 +26,14 @@ from hemidiaphragm.datasets import find_file, list_image_ids
 from hemidiaphragm.heatmap_model import TwoStagePredictor, load_heatmap_stage
 from hemidiaphragm.imaging import read_image
 from hemidiaphragm.postprocess import parse_steps, postprocess
-from hemidiaphragm.runs import resolve_device, run_script
+from hemidiaphragm.runs import positive_int, resolve_device, run_script
 from hemidiaphragm.segmentation import load_segmenter
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Time the prediction path per image.")
     parser.add_argument("--images", type=Path, required=True, help="folder of radiographs")
-    parser.add_argument("--count", type=int, default=30, help="number of images to time")
+    parser.add_argument("--count", type=positive_int, default=30, help="number of images to time")
     parser.add_argument("--warmup", type=int, default=3, help="images run before timing starts")
     parser.add_argument("--seg-checkpoint", type=Path, required=True, help="segmentation best.pt")
     parser.add_argument("--postprocess", default="largest,fill", help="post-processing steps, or 'none'")

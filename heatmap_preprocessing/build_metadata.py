@@ -39,7 +39,7 @@ from hemidiaphragm.measurements import (
     load_records,
     write_build_outputs,
 )
-from hemidiaphragm.runs import prepare_output_dir, run_script, setup_logging, write_run_record
+from hemidiaphragm.runs import positive_float, prepare_output_dir, run_script, setup_logging, write_run_record
 from hemidiaphragm.splits import PARTS, read_split
 
 LOGGER = logging.getLogger("hemidiaphragm.build_metadata")
@@ -80,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     selection.add_argument("--dataset-name", default=None,
                            help="value of the dataset column (default: the name of DATA_ROOT, else of the "
                                 "images folder's parent)")
-    selection.add_argument("--pixel-spacing-mm", type=float, default=None,
+    selection.add_argument("--pixel-spacing-mm", type=positive_float, default=None,
                            help="isotropic pixel size of the image files in mm (default: from DICOM or JSRT "
                                 "files, else empty)")
     selection.add_argument("--verify", choices=("decode", "header"), default="decode",

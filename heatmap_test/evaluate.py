@@ -46,6 +46,8 @@ from hemidiaphragm.landmark_plots import draw_overlay, plot_error_distribution, 
 from hemidiaphragm.runs import (
     atomic_write_csv,
     atomic_write_text,
+    positive_float,
+    positive_int,
     prepare_output_dir,
     run_script,
     setup_logging,
@@ -72,10 +74,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="predictions.csv labelled by its input (e.g. mask=runs/p/predictions.csv); repeat "
                              "for several inputs; without 'INPUT=' the label is the file's folder name")
     parser.add_argument("--output-dir", type=Path, required=True, help="new folder for this evaluation's files")
-    parser.add_argument("--pixel-spacing-mm", type=float, default=None,
+    parser.add_argument("--pixel-spacing-mm", type=positive_float, default=None,
                         help="pixel size in mm for images whose metadata leaves it empty (jsrt224: 0.175 mm x "
                              "2048 / 224 = 1.6 mm); default: mm errors only where the metadata has a spacing")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--bootstrap", type=positive_int, default=2000,
+                        help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--no-overlays", action="store_true", help="skip the best, median and worst overlays")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")

@@ -44,7 +44,7 @@ from hemidiaphragm.datasets import MaskEncoding, find_file, list_image_ids
 from hemidiaphragm.heatmap_model import TwoStagePredictor, load_heatmap_stage
 from hemidiaphragm.heatmaps import LANDMARKS
 from hemidiaphragm.imaging import read_image
-from hemidiaphragm.landmark_data import PREDICTED_MASK_ENCODING, load_landmark_table
+from hemidiaphragm.landmark_data import load_landmark_table, read_mask_index
 from hemidiaphragm.landmark_plots import draw_overlay, write_png
 from hemidiaphragm.landmarks import derive_landmarks
 from hemidiaphragm.postprocess import parse_steps
@@ -181,14 +181,9 @@ class MaskSource:
             self.segmenter = load_segmenter(args.seg_checkpoint, device)
             self.name = "segmenter"
         elif args.mask_index is not None:
-            table = pd.read_csv(args.mask_index, dtype={"image_id": str})
-            if "image_id" not in table.columns or "mask_path" not in table.columns:
-                raise SystemExit(f"{args.mask_index} lacks image_id or mask_path; expected a masks_index.csv")
-            self.index = {
-                row.image_id: (Path(row.mask_path) if Path(row.mask_path).is_absolute()
-                               else (args.mask_index.parent / row.mask_path).resolve())
-                for row in table.itertuples(index=False)
-            }
+            listed = read_mask_index(args.mask_index)
+            self.index = {image_id: path for image_id, (path, _) in listed.items()}
+            self.encodings = {image_id: encoding for image_id, (_, encoding) in listed.items()}
             self.name = "mask_index"
         elif args.use_metadata_masks:
             self.name = "metadata"
@@ -199,7 +194,7 @@ class MaskSource:
         if self.index is not None:
             if item.image_id not in self.index:
                 raise SystemExit(f"the mask index has no mask for image {item.image_id}; export its mask first")
-            return MaskEncoding.parse(PREDICTED_MASK_ENCODING).read(self.index[item.image_id])
+            return MaskEncoding.parse(self.encodings[item.image_id]).read(self.index[item.image_id])
         if self.name == "metadata":
             if item.mask_path is None:
                 raise SystemExit(f"metadata row of image {item.image_id} has no mask_path")

@@ -330,8 +330,23 @@ def check_stage_arguments(stage: str, explicit: set[str]) -> None:
     for other, names in STAGE_ONLY_ARGUMENTS.items():
         misplaced_flags = ["--" + name.replace("_", "-") for name in names if other != stage and name in explicit]
         if misplaced_flags:
-            raise SystemExit(f"{', '.join(misplaced_flags)} only apply to --stage {other}, but --stage {stage} "
+            verb = "applies" if len(misplaced_flags) == 1 else "apply"
+            raise SystemExit(f"{', '.join(misplaced_flags)} only {verb} to --stage {other}, but --stage {stage} "
                              "was given; leave them out or train the other stage")
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Raise ValueError for a size, count or rate that training cannot use."""
+    if min(args.epochs, args.batch_size, args.patience, args.repeats) < 1:
+        raise ValueError(f"--epochs ({args.epochs}), --batch-size ({args.batch_size}), --patience ({args.patience}) "
+                         f"and --repeats ({args.repeats}) must be at least 1")
+    if not (args.sigma_px > 0 and args.crop_size_px > 0 and args.lr > 0):
+        raise ValueError(f"--sigma-px ({args.sigma_px}), --crop-size-px ({args.crop_size_px}) and --lr ({args.lr}) "
+                         "must be positive")
+    factor = 2 ** len(str(args.decoder_channels).split(","))  # the U-Net halves its input once per level
+    for flag, size in (("--input-size", args.input_size), ("--crop-output-size", args.crop_output_size)):
+        if size < factor or size % factor:
+            raise ValueError(f"{flag} {size} must be a positive multiple of {factor} (for example 64 or 128)")
 
 
 def resolve_jitter(args: argparse.Namespace) -> float | None:
@@ -400,6 +415,7 @@ def main(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    check_numbers(args)
     jitter_px = resolve_jitter(args)
     config = model_config(args, jitter_px)
     seed_everything(args.seed)
@@ -408,12 +424,16 @@ def main(args: argparse.Namespace) -> None:
     # Every input is read before the output folder is prepared, so a missing metadata file or
     # checkpoint leaves an earlier run, and a new folder, untouched.
     train_set, val_set = build_datasets(args, jitter_px, device)
+    try:
+        model = build_unet(config).to(device)
+    except KeyError as error:  # segmentation-models-pytorch raises KeyError for an unknown encoder name
+        raise ValueError(f"--encoder {args.encoder!r} is not a segmentation-models-pytorch encoder; choose one "
+                         "such as mobilenet_v2, resnet18 or a timm encoder as tu-<name>") from error
     if checkpoint is None:
         prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)
     write_run_record(args.output_dir, vars(args), device, {"model_config": config, "resumed": bool(checkpoint)})
 
-    model = build_unet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: learning_rate_factor(epoch, args.warmup_epochs, args.epochs)

@@ -308,31 +308,57 @@ def reference_points(frame: pd.DataFrame) -> np.ndarray:
     return frame[columns].to_numpy(dtype=np.float64).reshape(len(frame), len(LANDMARKS), 2)
 
 
-def replace_masks(frame: pd.DataFrame, mask_index_path: str | Path) -> pd.DataFrame:
-    """Point every row to the exported predicted mask listed in ``masks_index.csv``.
+def read_mask_index(mask_index_path: str | Path) -> dict[str, tuple[Path, str]]:
+    """Read a ``masks_index.csv`` into ``{image_id: (mask path, mask encoding)}``.
+
+    Relative mask paths are taken from the index file's folder. The ``mask_encoding`` column
+    is used where the index has it, else the encoding of exported predictions (``labels:1,2``).
 
     Raises:
-        ValueError: the index lacks a column or an image id of ``frame``.
+        ValueError: the file is missing or a folder, lacks a column, repeats an image id or
+            has an invalid encoding.
     """
     mask_index_path = Path(mask_index_path)
-    index = pd.read_csv(mask_index_path, dtype={"image_id": str})
+    if not mask_index_path.is_file():
+        problem = "is a folder" if mask_index_path.is_dir() else "not found"
+        raise ValueError(f"mask index {mask_index_path} {problem}; give the masks_index.csv that "
+                         "segmentation_test/evaluate.py --export-masks wrote")
+    index = pd.read_csv(mask_index_path, dtype=str, keep_default_na=False)
     for column in ("image_id", "mask_path"):
         if column not in index.columns:
             raise ValueError(f"{mask_index_path} lacks the column {column!r}; expected a masks_index.csv")
-    paths = dict(zip(index["image_id"], index["mask_path"]))
-    missing = [image_id for image_id in frame["image_id"] if image_id not in paths]
+    repeated = sorted(set(index["image_id"][index["image_id"].duplicated()]))
+    if repeated:
+        raise ValueError(f"{mask_index_path} lists image(s) {repeated[:3]} more than once; keep one mask per image")
+    encodings = index["mask_encoding"] if "mask_encoding" in index.columns else [PREDICTED_MASK_ENCODING] * len(index)
+    masks = {}
+    for line, (image_id, mask_path, encoding) in enumerate(zip(index["image_id"], index["mask_path"], encodings), 2):
+        encoding = encoding or PREDICTED_MASK_ENCODING
+        try:
+            MaskEncoding.parse(encoding)
+        except ValueError as error:
+            raise ValueError(f"{mask_index_path}, line {line}: {error}") from None
+        path = Path(mask_path)
+        masks[image_id] = (path if path.is_absolute() else (mask_index_path.parent / path).resolve(), encoding)
+    return masks
+
+
+def replace_masks(frame: pd.DataFrame, mask_index_path: str | Path) -> pd.DataFrame:
+    """Point every row to the mask listed for it in a ``masks_index.csv`` (see ``read_mask_index``).
+
+    Raises:
+        ValueError: the index is invalid or lacks an image id of ``frame``.
+    """
+    masks = read_mask_index(mask_index_path)
+    missing = [image_id for image_id in frame["image_id"] if image_id not in masks]
     if missing:
         raise ValueError(
             f"{mask_index_path} has no mask for {len(missing)} image(s), for example {missing[:3]}; "
             "export masks for those images or choose another part"
         )
     frame = frame.copy()
-    resolved = []
-    for image_id in frame["image_id"]:
-        path = Path(paths[image_id])
-        resolved.append(str(path if path.is_absolute() else (mask_index_path.parent / path).resolve()))
-    frame["mask_path"] = resolved
-    frame["mask_encoding"] = PREDICTED_MASK_ENCODING
+    frame["mask_path"] = [str(masks[image_id][0]) for image_id in frame["image_id"]]
+    frame["mask_encoding"] = [masks[image_id][1] for image_id in frame["image_id"]]
     return frame
 
 

@@ -156,6 +156,13 @@ def read_measurements(
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise MeasurementError(f"measurement file {path} could not be parsed as CSV: {error}") from error
+    if not isinstance(table.index, pd.RangeIndex):
+        # pandas turns the surplus leading fields of rows longer than the header into an index.
+        header_fields = len(table.columns)
+        raise MeasurementError(
+            f"measurement file {path}: the rows have more fields than the header's {header_fields}; "
+            'put point strings that contain a comma in double quotes, e.g. "(100, 300)"'
+        )
     table.columns = [str(column).strip() for column in table.columns]
 
     right_column, left_column = _clinical_columns(right_column, left_column, first_is)

@@ -44,9 +44,37 @@ TRACKED_PACKAGES = (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def positive_int(text: str) -> int:
+    """Parse an argparse value that must be a whole number of at least 1."""
+    return _bounded_number(text, int, 1, "a whole number of at least 1")
+
+
+def non_negative_int(text: str) -> int:
+    """Parse an argparse value that must be a whole number of 0 or more."""
+    return _bounded_number(text, int, 0, "a whole number of 0 or more")
+
+
+def positive_float(text: str) -> float:
+    """Parse an argparse value that must be a number above 0."""
+    value = _bounded_number(text, float, 0.0, "a number above 0")
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
+
+
+def _bounded_number(text: str, kind, minimum, wanted: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+    if not value >= minimum:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+    return value
+
+
 # Errors from bad input (a missing file, a wrong column, a value out of range). Their messages
 # already name the file, row or value, so a script prints them without a traceback.
-INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
 def run_script(main, parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -33,11 +34,13 @@ import torch
 from tqdm import tqdm
 
 from hemidiaphragm.datasets import MaskEncoding, default_mask_encoding, find_file, list_image_ids
-from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, read_image
+from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, LungMaskWarning, read_image
 from hemidiaphragm.postprocess import parse_steps, postprocess
 from hemidiaphragm.runs import (
     atomic_write_csv,
     atomic_write_text,
+    non_negative_int,
+    positive_int,
     prepare_output_dir,
     resolve_device,
     run_script,
@@ -77,9 +80,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "prediction is always scored too, so each variant is reported")
     parser.add_argument("--export-masks", action="store_true",
                         help="save the post-processed masks at original size with masks_index.csv")
-    parser.add_argument("--overlays", type=int, default=1,
+    parser.add_argument("--overlays", type=non_negative_int, default=1,
                         help="how many best, median and worst images to draw each (0: none)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--bootstrap", type=positive_int, default=2000,
+                        help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
@@ -164,6 +168,24 @@ def markdown_summary(summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_truth_encoding(inputs: list, encoding: MaskEncoding | None, encoding_text: str | None,
+                         sample: int = 5) -> None:
+    """Raise ValueError when the first ``sample`` truth masks all read as empty under ``encoding``.
+
+    One empty truth mask is a valid case (it is scored), but several in a row almost always mean
+    a wrong --mask-encoding, which would otherwise score every image against nothing.
+    """
+    truth_paths = [truth_path for _, _, truth_path in inputs if truth_path is not None][:sample]
+    if encoding is None or not truth_paths:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LungMaskWarning)  # empty lungs are the point of this check
+        if any(encoding.read(path).any() for path in truth_paths):
+            return
+    raise ValueError(f"the first {len(truth_paths)} truth masks (from {truth_paths[0]}) contain no lung under mask "
+                     f"encoding '{encoding_text}'; check --mask-encoding against the mask values")
+
+
 def main(args: argparse.Namespace) -> None:
     check_image_source(args)
     setup_logging()
@@ -178,6 +200,7 @@ def main(args: argparse.Namespace) -> None:
     # Check the inputs before the output folder is created, so a bad split or folder leaves nothing behind.
     inputs = collect_inputs(args)
     truth_encoding = MaskEncoding.parse(truth_encoding_text) if truth_encoding_text else None
+    check_truth_encoding(inputs, truth_encoding, truth_encoding_text)
     prepare_output_dir(args.output_dir, args.overwrite)
     write_run_record(args.output_dir, vars(args), device,
                      {"postprocess_steps": list(steps), "truth_mask_encoding": truth_encoding_text,

@@ -191,10 +191,28 @@ def load_datasets(args: argparse.Namespace, mask_encoding: str):
     return train_set, val_set
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """Raise ValueError for a size, count or rate that training cannot use."""
+    if args.epochs < 1 or args.batch_size < 1 or args.patience < 1:
+        raise ValueError(f"--epochs ({args.epochs}), --batch-size ({args.batch_size}) and --patience "
+                         f"({args.patience}) must be at least 1")
+    if args.warmup_epochs < 0:
+        raise ValueError(f"--warmup-epochs {args.warmup_epochs} must be 0 or more")
+    depth = len(str(args.decoder_channels).split(","))
+    if args.input_size < 2 ** depth or args.input_size % 2 ** depth:
+        raise ValueError(f"--input-size {args.input_size} must be a positive multiple of {2 ** depth}, because the "
+                         f"U-Net halves it {depth} times (for example 224 or 256)")
+    if not args.lr > 0 or args.weight_decay < 0:
+        raise ValueError(f"--lr ({args.lr}) must be positive and --weight-decay ({args.weight_decay}) 0 or more")
+    if args.max_minutes is not None and not args.max_minutes >= 0:
+        raise ValueError(f"--max-minutes {args.max_minutes} must be 0 or more (0 stops after the first epoch)")
+
+
 def main(args: argparse.Namespace) -> None:
     args, checkpoint = resolve_resume(args, pop_explicit_options(args))
     if args.data_root is None or args.split is None:
         raise SystemExit("--data-root and --split are required unless --resume is given")
+    check_numbers(args)
     setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -205,6 +223,11 @@ def main(args: argparse.Namespace) -> None:
     # Every input is read before the output folder is prepared, so a bad split, data root or
     # mask encoding leaves an earlier run, and a new folder, untouched.
     train_set, val_set = load_datasets(args, mask_encoding)
+    try:
+        model = build_unet(config).to(device)
+    except KeyError as error:  # segmentation-models-pytorch raises KeyError for an unknown encoder name
+        raise ValueError(f"--encoder {args.encoder!r} is not a segmentation-models-pytorch encoder; choose one "
+                         "such as resnet18, resnet34, efficientnet-b0 or a timm encoder as tu-<name>") from error
     if checkpoint is None:
         prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)
@@ -212,7 +235,6 @@ def main(args: argparse.Namespace) -> None:
 
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=args.batch_size, shuffle=False)
 
-    model = build_unet(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda epoch: learning_rate_factor(epoch, args.warmup_epochs, args.epochs)

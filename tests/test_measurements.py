@@ -156,6 +156,12 @@ def test_unknown_layout_named(tmp_path):
         read_measurements(path)
 
 
+def test_unquoted_clinical_points_named(tmp_path):
+    path = write_csv(tmp_path / "m.csv", "image_name,ref_point_fst_lung,ref_point_snd_lung\na,(100,300),(400,310)")
+    with pytest.raises(MeasurementError, match="more fields than the header's 3"):
+        read_measurements(path)
+
+
 def test_names_normalised():
     assert normalise_image_name("images/X_1.png") == "X_1"
     assert normalise_image_name("C:\\data\\X.PNG") == "X"

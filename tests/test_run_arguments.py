@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from hemidiaphragm.checkpoint import save_checkpoint, to_plain
-from hemidiaphragm.runs import atomic_write_text, current_umask, pop_explicit_options, run_script, setup_logging
+from hemidiaphragm.runs import (
+    atomic_write_text,
+    current_umask,
+    non_negative_int,
+    pop_explicit_options,
+    positive_float,
+    positive_int,
+    run_script,
+    setup_logging,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,3 +227,49 @@ def test_run_script_passes_exit_codes_and_other_errors():
     assert _exit_of(lambda args: None, ["--size", "five"]) == 2  # argparse's own usage error
     with pytest.raises(RuntimeError, match="bug"):
         _exit_of(_raise(RuntimeError("bug")))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "must be at least 1"),
+    (["--batch-size", "0"], "must be at least 1"),
+    (["--input-size", "100"], "multiple of 32"),
+    (["--input-size", "64", "--decoder-channels", "16,8"], None),
+    (["--lr", "0"], "--lr"),
+    (["--max-minutes", "-1"], "--max-minutes -1.0 must be 0 or more"),
+    (["--max-minutes", "0"], None),
+])
+def test_segmentation_numbers_checked(segmentation_train, flags, message):
+    args = segmentation_train.get_args_parser().parse_args(["--output-dir", "x", "--epochs", "3", *flags])
+    if message is None:
+        segmentation_train.check_numbers(args)
+    else:
+        with pytest.raises(ValueError, match=message):
+            segmentation_train.check_numbers(args)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sigma-px", "-2"], "must be positive"),
+    (["--epochs", "0"], "must be at least 1"),
+    (["--input-size", "40"], "--input-size 40 must be a positive multiple of 16"),
+    (["--crop-output-size", "48"], None),
+    (["--crop-output-size", "48", "--decoder-channels", "32,16,8,8,8"], "--crop-output-size 48"),
+])
+def test_heatmap_numbers_checked(heatmap_train, flags, message):
+    module = heatmap_train
+    required = ["--stage", "coarse", "--metadata", "m.csv", "--output-dir", "x"]
+    args = module.get_args_parser().parse_args([*required, *flags])
+    if message is None:
+        module.check_numbers(args)
+    else:
+        with pytest.raises(ValueError, match=message):
+            module.check_numbers(args)
+
+
+def test_bounded_number_types():
+    assert positive_int("3") == 3
+    assert non_negative_int("0") == 0
+    assert positive_float("0.5") == 0.5
+    for parse, text in ((positive_int, "0"), (positive_int, "2.5"), (non_negative_int, "-1"),
+                        (positive_float, "0"), (positive_float, "nan"), (positive_float, "-1e-3")):
+        with pytest.raises(argparse.ArgumentTypeError, match=repr(text)):
+            parse(text)

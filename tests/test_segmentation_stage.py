@@ -123,6 +123,15 @@ def test_train_and_evaluate_on_jsrt224(tmp_path, shared_data):
     assert "bogus" in result.stderr
     assert (eval_dir / "per_image.csv").is_file()
 
+    # A valid encoding that finds no lung in the truth masks fails the same way.
+    result = subprocess.run(
+        [sys.executable, "segmentation_test/evaluate.py", "--checkpoint", str(run_dir / "best.pt"), "--data-root",
+         str(shared_data / "jsrt224"), "--split", str(split), "--part", "test", "--mask-encoding", "labels:1,2",
+         "--overwrite", "--output-dir", str(eval_dir)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "contain no lung under mask encoding 'labels:1,2'" in result.stderr
+    assert (eval_dir / "per_image.csv").is_file()
+
     # A split without the requested part fails before an output folder is made.
     no_test = tmp_path / "no_test.csv"
     frame = pd.read_csv(split)
