@@ -161,6 +161,9 @@ def main(args: argparse.Namespace) -> int:
         require_masks=not args.allow_missing_masks,
     )
     records = load_records(args, options)
+    if split is not None and len(records) and not set(records["image_id"]) & set(split["image_id"]):
+        raise SystemExit(f"--split {args.split} lists none of the {records['image_id'].nunique()} images of the "
+                         f"measurements (for example {records['image_id'].iloc[0]}); use the split of this data set")
     out_dir = prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging(out_dir)
     resolved = {name: str(value) for name, value in inputs.items()}

@@ -239,9 +239,11 @@ def _timing(read_seconds: list[float], derive_seconds: list[float]) -> dict:
     return {"images": len(derive_seconds), "read": milliseconds(read_seconds), "derive": milliseconds(derive_seconds)}
 
 
-def compare(derived: pd.DataFrame, reference_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return per-image distances and per-landmark statistics against a wide reference CSV."""
-    reference = read_measurements(reference_path, layout="wide")
+def compare(derived: pd.DataFrame, reference: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return per-image distances and per-landmark statistics against reference records.
+
+    ``reference`` is the table that ``read_measurements(path, layout="wide")`` returns.
+    """
     unusable = reference[reference["reason"] != ""]
     for _, row in unusable.iterrows():
         LOGGER.warning("reference row %s (%s) skipped: %s: %s", row["source_line"], row["image_id"], row["reason"],
@@ -286,6 +288,12 @@ def compare(derived: pd.DataFrame, reference_path: Path) -> tuple[pd.DataFrame, 
 def main(args: argparse.Namespace) -> int:
     if (args.masks_dir is None) == (args.contours_dir is None):
         raise SystemExit("give exactly one of --masks-dir and --contours-dir")
+    # The inputs are checked before the output folder is prepared, so a wrong path leaves nothing behind.
+    source_flag, source = ("--masks-dir", args.masks_dir) if args.masks_dir is not None else (
+        "--contours-dir", args.contours_dir)
+    if not Path(source).is_dir():
+        raise SystemExit(f"{source_flag} {source} is not a folder")
+    reference = read_measurements(args.reference, layout="wide") if args.reference is not None else None
     out_dir = prepare_output_dir(args.output_dir, args.overwrite)
     setup_logging(out_dir)
     write_run_record(out_dir, vars(args), device="cpu")
@@ -309,8 +317,8 @@ def main(args: argparse.Namespace) -> int:
     for item in failures:
         LOGGER.warning("%s %s lung: %s", item["image_id"], item["side"], item["failure"])
 
-    if args.reference is not None:
-        distances, summary = compare(derived, args.reference)
+    if reference is not None:
+        distances, summary = compare(derived, reference)
         atomic_write_csv(out_dir / "distances.csv", distances.round(4))
         atomic_write_csv(out_dir / "comparison.csv", summary.round(3))
         for _, row in summary.iterrows():

@@ -60,13 +60,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` and check its keys."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        problem = "is a folder, not a checkpoint file" if path.is_dir() else "not found"
+        raise FileNotFoundError(f"checkpoint {path} {problem}; give a best.pt or last.pt of a training run")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ValueError(
             f"checkpoint {path} ({path.stat().st_size} bytes) could not be read "
-            f"({type(error).__name__}: {error}); it is truncated or not a torch checkpoint, so use "
+            f"({type(error).__name__}: {first_line}); it is truncated or not a torch checkpoint, so use "
             "another best.pt or last.pt"
         ) from error
     if not isinstance(payload, dict):

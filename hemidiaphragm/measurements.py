@@ -151,7 +151,8 @@ def read_measurements(
     """
     path = Path(path)
     if not path.is_file():
-        raise MeasurementError(f"measurement file {path} not found; check the --measurements path")
+        problem = "is a folder" if path.is_dir() else "not found"
+        raise MeasurementError(f"measurement file {path} {problem}; give the CSV file with --measurements")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:

@@ -204,3 +204,29 @@ def test_evaluate_rejects_metadata_as_predictions(tmp_path):
                          f"mask={metadata}", "--output-dir", str(tmp_path / "evaluate"))
     assert "lacks the column 'right_dome_flags'" in stderr
     assert not (tmp_path / "evaluate").exists()
+
+
+def test_derive_missing_masks_dir_leaves_no_folder(tmp_path):
+    stderr = run_failing("heatmap_preprocessing/derive_landmarks.py", "--masks-dir", str(tmp_path / "nope"),
+                         "--output-dir", str(tmp_path / "run"))
+    assert stderr.startswith("error: --masks-dir")
+    assert "is not a folder" in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_derive_bad_reference_leaves_no_folder(tmp_path):
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    reference = tmp_path / "reference.csv"
+    reference.write_text("a,b\n1,2\n")
+    stderr = run_failing("heatmap_preprocessing/derive_landmarks.py", "--masks-dir", str(masks), "--reference",
+                         str(reference), "--output-dir", str(tmp_path / "run"))
+    assert "lacks the wide-layout dome columns" in stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_negative_bootstrap_rejected(tmp_path):
+    stderr = run_failing("heatmap_test/evaluate.py", "--metadata", "m.csv", "--predictions", "p.csv",
+                         "--bootstrap", "-5", "--output-dir", str(tmp_path / "run"))
+    assert "argument --bootstrap: '-5' is not a whole number of at least 1" in stderr
+    assert not (tmp_path / "run").exists()

@@ -339,6 +339,16 @@ def test_script_bad_split_leaves_no_folder(tmp_path, dataset):
     assert not (tmp_path / "out").exists()
 
 
+def test_script_foreign_split_leaves_no_folder(tmp_path, dataset):
+    path = write_csv(tmp_path / "m.csv", 'image_name,ref_point_fst_lung,ref_point_snd_lung\na,"(10, 20)","(30, 20)"')
+    split = write_csv(tmp_path / "split.csv", "image_id,patient_id,part\nother,other,test")
+    result = run_build("--data-root", str(dataset), "--measurements", str(path), "--split", str(split),
+                       "--output-dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    assert "lists none of the 1 images of the measurements (for example a)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_script_missing_measurements_keeps_earlier_run(tmp_path, dataset):
     out = tmp_path / "out"
     out.mkdir()

@@ -182,6 +182,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if not args.run_dir.is_dir():
+        raise SystemExit(f"--run-dir {args.run_dir} is not a folder; give the --output-dir of a pipeline.sh run")
     try:
         text = build_report(args.run_dir)
     except ResultsMissing as error:

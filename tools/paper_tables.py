@@ -276,6 +276,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.data != "synthetic" and not args.aggregate_only and not Path(args.data).is_dir():
+        raise SystemExit(f"--data {args.data} is not a folder; give a dataset folder or 'synthetic'")
     count = fold_count(args.data, args.split_dir)
     if args.fold is not None and not 0 <= args.fold < count:
         raise SystemExit(f"--fold {args.fold} is out of range: the splits have folds 0 to {count - 1}")
