@@ -107,9 +107,11 @@ def table_rows(source: str, errors: dict[str, np.ndarray], widths: np.ndarray) -
 
 def main(args: argparse.Namespace) -> None:
     reference = select_part(load_landmark_table(args.metadata), args.part, args.metadata)
-    for name in ("cp", "cardio"):
-        if reference[[f"{side}_{name}_x" for side, _ in SIDES]].isna().all().all():
-            raise ValueError(f"{args.metadata} has no {name} points; this analysis needs the corner points")
+    for side, _ in SIDES:
+        for name in ("cp", "cardio"):
+            if reference[f"{side}_{name}_x"].isna().all():
+                raise ValueError(f"{args.metadata} has no {side}_{name} points in part {args.part!r}; this analysis "
+                                 "needs the costophrenic and cardiophrenic points of both sides")
     predicted = replace_masks(reference, args.mask_index)
     widths = reference["width"].to_numpy(dtype=np.float64)
     rows = table_rows("reference", score_masks(reference), widths)
