@@ -7,6 +7,7 @@ and predictions are mapped back to the original size through the exact inverse.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 from hemidiaphragm.checkpoint import load_checkpoint
 from hemidiaphragm.datasets import MaskEncoding, find_file
 from hemidiaphragm.geometry import Letterbox
-from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, read_image
+from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, LungMaskWarning, read_image
 from hemidiaphragm.models import build_unet
 from hemidiaphragm.postprocess import postprocess
 
@@ -70,22 +71,28 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.flip_rng = np.random.default_rng([seed, 0])
         self.items = []
-        for image_id in image_ids:
-            radiograph = read_image(find_file(data_root / "images", image_id))
-            labels = mask_encoding.read(find_file(data_root / "masks", image_id, (".png", ".gif", ".bmp")))
-            if labels.shape != radiograph.pixels.shape:
-                raise ValueError(
-                    f"mask of {image_id} is {labels.shape[1]}x{labels.shape[0]} but the image is "
-                    f"{radiograph.original_width}x{radiograph.original_height}; masks must match their images"
-                )
-            box = Letterbox.fit(radiograph.original_height, radiograph.original_width, input_size)
-            self.items.append((image_id, box.forward_image(radiograph.pixels), box.forward_mask(labels)))
+        # Mask warnings are held back until every mask is read: with a wrong encoding each mask
+        # would warn, and one error below says it better than hundreds of warnings.
+        with warnings.catch_warnings(record=True) as mask_warnings:
+            warnings.simplefilter("always", LungMaskWarning)
+            for image_id in image_ids:
+                radiograph = read_image(find_file(data_root / "images", image_id))
+                labels = mask_encoding.read(find_file(data_root / "masks", image_id, (".png", ".gif", ".bmp")))
+                if labels.shape != radiograph.pixels.shape:
+                    raise ValueError(
+                        f"mask of {image_id} is {labels.shape[1]}x{labels.shape[0]} but the image is "
+                        f"{radiograph.original_width}x{radiograph.original_height}; masks must match their images"
+                    )
+                box = Letterbox.fit(radiograph.original_height, radiograph.original_width, input_size)
+                self.items.append((image_id, box.forward_image(radiograph.pixels), box.forward_mask(labels)))
         no_lung = [image_id for image_id, _, labels in self.items if not labels.any()]
         if no_lung:
             raise ValueError(
                 f"{len(no_lung)} of {len(self.items)} masks contain no lung under mask encoding "
                 f"'{mask_encoding}' (first: {no_lung[:3]}); check --mask-encoding against the mask values"
             )
+        for record in mask_warnings:
+            warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
 
     def set_epoch(self, epoch: int) -> None:
         if self.transform is not None:
