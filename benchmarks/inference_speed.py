@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--coarse-checkpoint", type=Path, default=None, help="stage-1 best.pt (optional)")
     parser.add_argument("--fine-checkpoint", type=Path, default=None, help="stage-2 best.pt (optional)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or auto")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for torch")
     return parser
 
 

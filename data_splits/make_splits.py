@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from hemidiaphragm.datasets import list_image_ids
-from hemidiaphragm.runs import atomic_write_csv, atomic_write_text, run_script
+from hemidiaphragm.runs import atomic_write_csv, atomic_write_text, run_script, seed_value
 from hemidiaphragm.splits import check_split, make_folds
 
 
@@ -23,7 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, required=True, help="dataset folder with images/")
     parser.add_argument("--output-dir", type=Path, required=True, help="folder for fold<k>.csv files")
     parser.add_argument("--folds", type=int, default=5, help="number of folds K (at least 3)")
-    parser.add_argument("--seed", type=int, default=2026, help="seed of the patient shuffle")
+    parser.add_argument("--seed", type=seed_value, default=2026, help="seed of the patient shuffle")
     parser.add_argument(
         "--group-regex", default=None,
         help="regex whose first group is the patient id of an image id; default: one patient per image",

@@ -50,6 +50,7 @@ from hemidiaphragm.runs import (
     positive_int,
     prepare_output_dir,
     run_script,
+    seed_value,
     setup_logging,
     write_run_record,
 )
@@ -79,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "2048 / 224 = 1.6 mm); default: mm errors only where the metadata has a spacing")
     parser.add_argument("--bootstrap", type=positive_int, default=2000,
                         help="bootstrap resamples for the 95%% intervals")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--no-overlays", action="store_true", help="skip the best, median and worst overlays")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     return parser

@@ -44,12 +44,13 @@ from hemidiaphragm.datasets import MaskEncoding, find_file, list_image_ids
 from hemidiaphragm.heatmap_model import TwoStagePredictor, load_heatmap_stage
 from hemidiaphragm.heatmaps import LANDMARKS
 from hemidiaphragm.imaging import read_image
-from hemidiaphragm.landmark_data import load_landmark_table, read_mask_index
+from hemidiaphragm.landmark_data import check_index_masks, load_landmark_table, read_mask_index
 from hemidiaphragm.landmark_plots import draw_overlay, write_png
 from hemidiaphragm.landmarks import derive_landmarks
 from hemidiaphragm.postprocess import parse_steps
 from hemidiaphragm.runs import (
     atomic_write_csv,
+    positive_int,
     prepare_output_dir,
     resolve_device,
     run_script,
@@ -101,7 +102,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("run control")
     group.add_argument("--overlays", action="store_true", help="write overlays/<image_id>.png for every image")
     group.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    group.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="CPU threads for torch; default: torch's choice")
     group.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -182,6 +184,7 @@ class MaskSource:
             self.name = "segmenter"
         elif args.mask_index is not None:
             listed = read_mask_index(args.mask_index)
+            check_index_masks(listed, args.mask_index)
             self.index = {image_id: path for image_id, (path, _) in listed.items()}
             self.encodings = {image_id: encoding for image_id, (_, encoding) in listed.items()}
             self.name = "mask_index"

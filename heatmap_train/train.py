@@ -78,6 +78,8 @@ from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
     add_run_control_arguments,
+    check_ranges,
+    decoder_widths,
     plot_curves,
     pop_explicit_options,
     prepare_output_dir,
@@ -186,7 +188,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def model_config(args: argparse.Namespace, jitter_px: float | None) -> dict:
-    channels = [int(part) for part in str(args.decoder_channels).split(",")]
+    channels = decoder_widths(args.decoder_channels)
     config = {
         "task": TASK,
         "stage": args.stage,
@@ -340,13 +342,20 @@ def check_numbers(args: argparse.Namespace) -> None:
     if min(args.epochs, args.batch_size, args.patience, args.repeats) < 1:
         raise ValueError(f"--epochs ({args.epochs}), --batch-size ({args.batch_size}), --patience ({args.patience}) "
                          f"and --repeats ({args.repeats}) must be at least 1")
-    if not (args.sigma_px > 0 and args.crop_size_px > 0 and args.lr > 0):
-        raise ValueError(f"--sigma-px ({args.sigma_px}), --crop-size-px ({args.crop_size_px}) and --lr ({args.lr}) "
-                         "must be positive")
-    factor = 2 ** len(str(args.decoder_channels).split(","))  # the U-Net halves its input once per level
+    check_ranges(args, {
+        "sigma_px": (0, math.inf), "crop_size_px": (0, math.inf), "lr": (0, math.inf), "band_radius_512": (0, math.inf),
+        "weight_decay": (0, math.inf), "warmup_epochs": (0, math.inf), "max_minutes": (0, math.inf),
+        "jitter_px": (0, math.inf), "min_peak": (0, 1), "mask_noise_px": (0, math.inf), "scale_range": (0, 0.9),
+        "rotation_deg": (0, 180), "shift_fraction": (0, 0.5), "flip_probability": (0, 1),
+    })
+    if min(args.sigma_px, args.crop_size_px, args.lr, args.band_radius_512) == 0:
+        raise ValueError(f"--sigma-px ({args.sigma_px}), --crop-size-px ({args.crop_size_px}), --lr ({args.lr}) and "
+                         f"--band-radius-512 ({args.band_radius_512}) must be above 0")
+    factor = 2 ** len(decoder_widths(args.decoder_channels))  # the U-Net halves its input once per level
     for flag, size in (("--input-size", args.input_size), ("--crop-output-size", args.crop_output_size)):
         if size < factor or size % factor:
-            raise ValueError(f"{flag} {size} must be a positive multiple of {factor} (for example 64 or 128)")
+            raise ValueError(f"{flag} {size} must be a positive multiple of {factor} (for example {4 * factor} "
+                             f"or {8 * factor})")
 
 
 def resolve_jitter(args: argparse.Namespace) -> float | None:

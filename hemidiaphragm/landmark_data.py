@@ -23,6 +23,7 @@ channels.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ import torch
 from hemidiaphragm.datasets import MaskEncoding
 from hemidiaphragm.geometry import Crop, Letterbox
 from hemidiaphragm.heatmaps import LANDMARK_LUNG_LABELS, LANDMARKS, gaussian_heatmaps, lower_border_band
-from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, read_image
+from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG, LungMaskWarning, read_image
 
 INPUT_MODES = {
     "mask": ("right_lung", "left_lung"),
@@ -323,7 +324,10 @@ def read_mask_index(mask_index_path: str | Path) -> dict[str, tuple[Path, str]]:
         problem = "is a folder" if mask_index_path.is_dir() else "not found"
         raise ValueError(f"mask index {mask_index_path} {problem}; give the masks_index.csv that "
                          "segmentation_test/evaluate.py --export-masks wrote")
-    index = pd.read_csv(mask_index_path, dtype=str, keep_default_na=False)
+    try:
+        index = pd.read_csv(mask_index_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"mask index {mask_index_path} could not be read as a CSV file: {error}") from None
     for column in ("image_id", "mask_path"):
         if column not in index.columns:
             raise ValueError(f"{mask_index_path} lacks the column {column!r}; expected a masks_index.csv")
@@ -334,6 +338,8 @@ def read_mask_index(mask_index_path: str | Path) -> dict[str, tuple[Path, str]]:
     masks = {}
     for line, (image_id, mask_path, encoding) in enumerate(zip(index["image_id"], index["mask_path"], encodings), 2):
         encoding = encoding or PREDICTED_MASK_ENCODING
+        if not mask_path:
+            raise ValueError(f"{mask_index_path}, line {line}: image {image_id!r} has an empty mask_path")
         try:
             MaskEncoding.parse(encoding)
         except ValueError as error:
@@ -343,6 +349,27 @@ def read_mask_index(mask_index_path: str | Path) -> dict[str, tuple[Path, str]]:
     return masks
 
 
+def check_index_masks(masks: dict[str, tuple[Path, str]], source: str | Path, sample: int = 5) -> None:
+    """Raise ValueError when the first ``sample`` listed masks that exist all lack a lung.
+
+    A mask read with the wrong encoding loses one or both lungs. One such mask can be a
+    genuine failure, but when every sampled mask has an empty lung the encoding is wrong.
+    Missing files are skipped here; the readers report them.
+    """
+    existing = [(path, encoding) for path, encoding in masks.values() if Path(path).is_file()][:sample]
+    if not existing:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LungMaskWarning)  # empty lungs are what this check looks for
+        for path, encoding in existing:
+            labels = MaskEncoding.parse(encoding).read(path)
+            if (labels == RIGHT_LUNG).any() and (labels == LEFT_LUNG).any():
+                return
+    raise ValueError(f"the first {len(existing)} masks listed in {source} (from {existing[0][0]}) each lack a lung "
+                     f"under their encoding '{existing[0][1]}'; check the mask_encoding column against the mask "
+                     "values (exported predictions are labels:1,2)")
+
+
 def replace_masks(frame: pd.DataFrame, mask_index_path: str | Path) -> pd.DataFrame:
     """Point every row to the mask listed for it in a ``masks_index.csv`` (see ``read_mask_index``).
 
@@ -350,6 +377,7 @@ def replace_masks(frame: pd.DataFrame, mask_index_path: str | Path) -> pd.DataFr
         ValueError: the index is invalid or lacks an image id of ``frame``.
     """
     masks = read_mask_index(mask_index_path)
+    check_index_masks(masks, mask_index_path)
     missing = [image_id for image_id in frame["image_id"] if image_id not in masks]
     if missing:
         raise ValueError(

@@ -82,8 +82,9 @@ def read_metadata(path: str | Path, *, check_files: bool = True) -> pd.DataFrame
     """
     path = Path(path)
     if not path.is_file():
+        problem = "is a folder, not a CSV file" if path.is_dir() else "not found"
         raise FileNotFoundError(
-            f"metadata file {path} not found; build it with heatmap_preprocessing/build_metadata.py"
+            f"metadata file {path} {problem}; build it with heatmap_preprocessing/build_metadata.py"
         )
     text = pd.read_csv(path, dtype=str, keep_default_na=False)
     return validate_metadata(text, source=str(path), check_files=check_files)

@@ -13,6 +13,7 @@ import copy
 import csv
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -55,10 +56,18 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """Parse an argparse value that must be a number above 0."""
-    value = _bounded_number(text, float, 0.0, "a number above 0")
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    """Parse an argparse value that must be a finite number above 0."""
+    value = _bounded_number(text, float, 0.0, "a finite number above 0")
+    if value == 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """Parse an argparse seed: a whole number from 0 to 2**32 - 1, the range numpy accepts."""
+    value = _bounded_number(text, int, 0, "a whole number from 0 to 4294967295")
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to 4294967295")
     return value
 
 
@@ -70,6 +79,33 @@ def _bounded_number(text: str, kind, minimum, wanted: str):
     if not value >= minimum:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
     return value
+
+
+def check_ranges(args: argparse.Namespace, ranges: Mapping[str, tuple[float, float]]) -> None:
+    """Raise ValueError for a numeric flag that is NaN, infinite or outside its ``(low, high)`` range.
+
+    ``ranges`` maps argument names to inclusive bounds; ``math.inf`` as ``high`` means no upper
+    bound. Flags left at None are skipped.
+    """
+    for name, (low, high) in ranges.items():
+        value = getattr(args, name, None)
+        if value is None or (math.isfinite(value) and low <= value <= high):
+            continue
+        flag = "--" + name.replace("_", "-")
+        allowed = f"at least {low:g}" if high == math.inf else f"from {low:g} to {high:g}"
+        raise ValueError(f"{flag} {value} must be a finite number {allowed}")
+
+
+def decoder_widths(text: str) -> list[int]:
+    """Parse ``--decoder-channels``: comma-separated whole numbers of at least 1."""
+    try:
+        widths = [int(part) for part in str(text).split(",")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise ValueError(f"--decoder-channels {text!r} must be comma-separated whole numbers of at least 1, "
+                         "one per U-Net level (for example 128,64,32,16,8)")
+    return widths
 
 
 # Errors from bad input (a missing file, a wrong column, a value out of range). Their messages
@@ -328,11 +364,12 @@ def add_run_control_arguments(parser, seed_help: str = "seed of weights, data or
     """Add the run-control flags that every training script shares to ``parser`` (or an argument group)."""
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after the epoch that brings the wall time over this many minutes")
-    parser.add_argument("--max-images", type=int, default=None,
+    parser.add_argument("--max-images", type=positive_int, default=None,
                         help="use at most this many train and val images each (for smoke tests)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
-    parser.add_argument("--seed", type=int, default=2026, help=seed_help)
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch; default: torch's choice")
+    parser.add_argument("--seed", type=seed_value, default=2026, help=seed_help)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last.pt with its stored arguments")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")

@@ -55,6 +55,26 @@ def flip_sides(labels: np.ndarray) -> np.ndarray:
     return swapped
 
 
+def check_sides(items: list, mask_encoding: MaskEncoding) -> None:
+    """Raise ValueError when no mask has one of the lungs, or every mask has them swapped.
+
+    ``items`` are ``(image_id, image, labels)`` tuples. Single masks with these faults only warn
+    (``read_lung_mask``), but in every mask at once they mean a wrong ``--mask-encoding``.
+    """
+    advice = f"under mask encoding '{mask_encoding}'; check --mask-encoding against the mask values"
+    for side, name in ((RIGHT_LUNG, "patient-right"), (LEFT_LUNG, "patient-left")):
+        if not any((labels == side).any() for _, _, labels in items):
+            raise ValueError(f"none of the {len(items)} masks has a {name} lung {advice}")
+    swapped = 0
+    for _, _, labels in items:
+        right_columns, left_columns = np.nonzero(labels == RIGHT_LUNG)[1], np.nonzero(labels == LEFT_LUNG)[1]
+        if right_columns.size and left_columns.size and right_columns.mean() > left_columns.mean():
+            swapped += 1
+    if swapped == len(items):
+        raise ValueError(f"in all {len(items)} masks the patient-right lung lies to the image right of the "
+                         f"patient-left lung {advice} (the two values are probably in the wrong order)")
+
+
 class SegmentationDataset(torch.utils.data.Dataset):
     """Letterboxed images and label maps, held in memory.
 
@@ -91,6 +111,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 f"{len(no_lung)} of {len(self.items)} masks contain no lung under mask encoding "
                 f"'{mask_encoding}' (first: {no_lung[:3]}); check --mask-encoding against the mask values"
             )
+        check_sides(self.items, mask_encoding)
         for record in mask_warnings:
             warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
 

@@ -52,7 +52,7 @@ import pandas as pd
 from scipy import ndimage
 
 from hemidiaphragm.imaging import LEFT_LUNG, RIGHT_LUNG
-from hemidiaphragm.runs import atomic_write_text, run_script
+from hemidiaphragm.runs import atomic_write_text, run_script, seed_value
 
 LOGGER = logging.getLogger("hemidiaphragm.synthetic")
 
@@ -358,7 +358,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="folder for images/, masks/, landmarks.csv, shapes.csv and README.txt")
     parser.add_argument("--count", type=int, default=60, help="number of images to generate")
     parser.add_argument("--size", type=int, default=256, help="width and height of every image, in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="seed; the same seed writes byte-identical files")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed; the same seed writes byte-identical files")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier generation")
     return parser
 

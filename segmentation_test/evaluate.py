@@ -85,7 +85,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=positive_int, default=2000,
                         help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch; default: torch's choice")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="CPU threads for torch; default: torch's choice")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser

@@ -34,6 +34,8 @@ from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
     add_run_control_arguments,
+    check_ranges,
+    decoder_widths,
     plot_curves,
     pop_explicit_options,
     prepare_output_dir,
@@ -98,7 +100,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def model_config(args: argparse.Namespace, mask_encoding: str) -> dict:
-    channels = [int(part) for part in str(args.decoder_channels).split(",")]
+    channels = decoder_widths(args.decoder_channels)
     return {
         "task": "lung_segmentation",
         "encoder_name": args.encoder,
@@ -198,14 +200,15 @@ def check_numbers(args: argparse.Namespace) -> None:
                          f"({args.patience}) must be at least 1")
     if args.warmup_epochs < 0:
         raise ValueError(f"--warmup-epochs {args.warmup_epochs} must be 0 or more")
-    depth = len(str(args.decoder_channels).split(","))
-    if args.input_size < 2 ** depth or args.input_size % 2 ** depth:
-        raise ValueError(f"--input-size {args.input_size} must be a positive multiple of {2 ** depth}, because the "
-                         f"U-Net halves it {depth} times (for example 224 or 256)")
-    if not args.lr > 0 or args.weight_decay < 0:
-        raise ValueError(f"--lr ({args.lr}) must be positive and --weight-decay ({args.weight_decay}) 0 or more")
-    if args.max_minutes is not None and not args.max_minutes >= 0:
-        raise ValueError(f"--max-minutes {args.max_minutes} must be 0 or more (0 stops after the first epoch)")
+    depth = len(decoder_widths(args.decoder_channels))
+    factor = 2 ** depth
+    if args.input_size < factor or args.input_size % factor:
+        raise ValueError(f"--input-size {args.input_size} must be a positive multiple of {factor}, because the "
+                         f"U-Net halves it {depth} times (for example {7 * factor} or {8 * factor})")
+    check_ranges(args, {"lr": (0, math.inf), "weight_decay": (0, math.inf), "flip_probability": (0, 1),
+                        "max_minutes": (0, math.inf)})  # --max-minutes 0 stops after the first epoch
+    if args.lr == 0:
+        raise ValueError("--lr 0.0 must be above 0")
 
 
 def main(args: argparse.Namespace) -> None:

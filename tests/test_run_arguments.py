@@ -235,7 +235,10 @@ def test_run_script_passes_exit_codes_and_other_errors():
     (["--input-size", "100"], "multiple of 32"),
     (["--input-size", "64", "--decoder-channels", "16,8"], None),
     (["--lr", "0"], "--lr"),
-    (["--max-minutes", "-1"], "--max-minutes -1.0 must be 0 or more"),
+    (["--max-minutes", "-1"], "--max-minutes -1.0 must be a finite number at least 0"),
+    (["--flip-probability", "2"], "--flip-probability 2.0 must be a finite number from 0 to 1"),
+    (["--lr", "inf"], "--lr inf must be a finite number"),
+    (["--decoder-channels", "16,,8"], "comma-separated whole numbers"),
     (["--max-minutes", "0"], None),
 ])
 def test_segmentation_numbers_checked(segmentation_train, flags, message):
@@ -248,7 +251,11 @@ def test_segmentation_numbers_checked(segmentation_train, flags, message):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--sigma-px", "-2"], "must be positive"),
+    (["--sigma-px", "-2"], "--sigma-px -2.0 must be a finite number at least 0"),
+    (["--sigma-px", "0"], "must be above 0"),
+    (["--rotation-deg", "nan"], "--rotation-deg nan must be a finite number from 0 to 180"),
+    (["--min-peak", "2"], "--min-peak 2.0 must be a finite number from 0 to 1"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs -1 must be"),
     (["--epochs", "0"], "must be at least 1"),
     (["--input-size", "40"], "--input-size 40 must be a positive multiple of 16"),
     (["--crop-output-size", "48"], None),

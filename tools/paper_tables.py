@@ -44,7 +44,7 @@ from hemidiaphragm.reporting import (
     markdown_table,
     segmentation_table,
 )
-from hemidiaphragm.runs import REPO_ROOT, atomic_write_csv, atomic_write_text, run_script
+from hemidiaphragm.runs import REPO_ROOT, atomic_write_csv, atomic_write_text, positive_int, run_script, seed_value
 from hemidiaphragm.stats import summarise
 
 LOGGER = logging.getLogger("paper_tables")
@@ -263,9 +263,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aggregate-only", action="store_true",
                         help="run nothing; tabulate the folds already finished in --output-dir")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% intervals")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed of the bootstrap resampling")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch in every stage")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch in every stage")
     parser.add_argument("--quick", action="store_true", help="pass --quick to pipeline.sh (smoke-test sizes)")
     parser.add_argument("--pipeline", type=Path, default=REPO_ROOT / "pipeline.sh",
                         help="the pipeline script to run per fold")
