@@ -71,13 +71,13 @@ def seed_value(text: str) -> int:
     return value
 
 
-def _bounded_number(text: str, kind, minimum, wanted: str):
+def _bounded_number(text: str, kind, minimum, expected: str):
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
     if not value >= minimum:  # also rejects NaN
-        raise argparse.ArgumentTypeError(f"{text!r} is not {wanted}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
     return value
 
 

@@ -91,8 +91,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.flip_rng = np.random.default_rng([seed, 0])
         self.items = []
-        # Mask warnings are held back until every mask is read: with a wrong encoding each mask
-        # would warn, and one error below says it better than hundreds of warnings.
+        # Mask warnings are held back until every mask is read, because with a wrong encoding each
+        # mask would warn and the single error raised below is clearer than hundreds of warnings.
         with warnings.catch_warnings(record=True) as mask_warnings:
             warnings.simplefilter("always", LungMaskWarning)
             for image_id in image_ids:
