@@ -86,7 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="post-processing of predicted masks: comma-separated steps from largest, close, fill, "
                             "hull, or none")
     group.add_argument("--mask-index", type=Path, default=None,
-                       help="masks_index.csv of exported predicted masks (labels 1/2), one per image")
+                       help="masks_index.csv of exported predicted masks, one per image; its mask_encoding "
+                            "column is used where present, else labels 1/2")
     group.add_argument("--use-metadata-masks", action="store_true",
                        help="use the metadata's mask_path (ground truth; for comparisons only)")
 
@@ -183,10 +184,8 @@ class MaskSource:
             self.segmenter = load_segmenter(args.seg_checkpoint, device)
             self.name = "segmenter"
         elif args.mask_index is not None:
-            listed = read_mask_index(args.mask_index)
-            check_index_masks(listed, args.mask_index)
-            self.index = {image_id: path for image_id, (path, _) in listed.items()}
-            self.encodings = {image_id: encoding for image_id, (_, encoding) in listed.items()}
+            self.index = read_mask_index(args.mask_index)  # image_id -> (mask path, mask encoding)
+            check_index_masks(self.index, args.mask_index)
             self.name = "mask_index"
         elif args.use_metadata_masks:
             self.name = "metadata"
@@ -197,7 +196,8 @@ class MaskSource:
         if self.index is not None:
             if item.image_id not in self.index:
                 raise SystemExit(f"the mask index has no mask for image {item.image_id}; export its mask first")
-            return MaskEncoding.parse(self.encodings[item.image_id]).read(self.index[item.image_id])
+            path, encoding = self.index[item.image_id]
+            return MaskEncoding.parse(encoding).read(path)
         if self.name == "metadata":
             if item.mask_path is None:
                 raise SystemExit(f"metadata row of image {item.image_id} has no mask_path")
@@ -272,7 +272,7 @@ def main(args: argparse.Namespace) -> None:
                              f"{unlisted[:3]}; export the masks of the same images first")
     mask_paths = []
     if masks.index is not None:
-        mask_paths = [masks.index[item.image_id] for item in items]
+        mask_paths = [masks.index[item.image_id][0] for item in items]
     elif masks.name == "metadata":
         mask_paths = [Path(item.mask_path) for item in items if item.mask_path is not None]
     missing = [str(path) for path in mask_paths if not path.is_file()]

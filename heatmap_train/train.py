@@ -73,7 +73,7 @@ from hemidiaphragm.landmark_data import (
     load_samples,
     select_part,
 )
-from hemidiaphragm.models import build_unet
+from hemidiaphragm.models import build_unet, check_unet_input_size
 from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
@@ -351,11 +351,9 @@ def check_numbers(args: argparse.Namespace) -> None:
     if min(args.sigma_px, args.crop_size_px, args.lr, args.band_radius_512) == 0:
         raise ValueError(f"--sigma-px ({args.sigma_px}), --crop-size-px ({args.crop_size_px}), --lr ({args.lr}) and "
                          f"--band-radius-512 ({args.band_radius_512}) must be above 0")
-    factor = 2 ** len(decoder_widths(args.decoder_channels))  # the U-Net halves its input once per level
-    for flag, size in (("--input-size", args.input_size), ("--crop-output-size", args.crop_output_size)):
-        if size < factor or size % factor:
-            raise ValueError(f"{flag} {size} must be a positive multiple of {factor} (for example {4 * factor} "
-                             f"or {8 * factor})")
+    depth = len(decoder_widths(args.decoder_channels))
+    check_unet_input_size("--input-size", args.input_size, depth)
+    check_unet_input_size("--crop-output-size", args.crop_output_size, depth)
 
 
 def resolve_jitter(args: argparse.Namespace) -> float | None:
@@ -433,11 +431,7 @@ def main(args: argparse.Namespace) -> None:
     # Every input is read before the output folder is prepared, so a missing metadata file or
     # checkpoint leaves an earlier run, and a new folder, untouched.
     train_set, val_set = build_datasets(args, jitter_px, device)
-    try:
-        model = build_unet(config).to(device)
-    except KeyError as error:  # segmentation-models-pytorch raises KeyError for an unknown encoder name
-        raise ValueError(f"--encoder {args.encoder!r} is not a segmentation-models-pytorch encoder; choose one "
-                         "such as mobilenet_v2, resnet18 or a timm encoder as tu-<name>") from error
+    model = build_unet(config).to(device)  # an unknown --encoder fails here, before any folder
     if checkpoint is None:
         prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)

@@ -111,9 +111,9 @@ def validate_metadata(text: pd.DataFrame, source: str = "metadata", *, check_fil
     """Check a table whose cells are all strings and return it typed (see ``read_metadata``)."""
     missing = [column for column in METADATA_COLUMNS if column not in text.columns]
     if missing:
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        missing_text = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
         raise MetadataError(
-            f"{source}: missing column(s) {shown}; build a metadata file with "
+            f"{source}: missing column(s) {missing_text}; build a metadata file with "
             "heatmap_preprocessing/build_metadata.py (its columns are listed in heatmap_preprocessing/README.md)"
         )
     extra = [column for column in text.columns if column not in METADATA_COLUMNS]

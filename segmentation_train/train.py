@@ -29,7 +29,7 @@ from hemidiaphragm.checkpoint import (
     to_plain,
 )
 from hemidiaphragm.datasets import MaskEncoding, default_mask_encoding
-from hemidiaphragm.models import build_unet
+from hemidiaphragm.models import build_unet, check_unet_input_size
 from hemidiaphragm.runs import (
     MetricsLog,
     RunArgumentParser,
@@ -200,11 +200,7 @@ def check_numbers(args: argparse.Namespace) -> None:
                          f"({args.patience}) must be at least 1")
     if args.warmup_epochs < 0:
         raise ValueError(f"--warmup-epochs {args.warmup_epochs} must be 0 or more")
-    depth = len(decoder_widths(args.decoder_channels))
-    factor = 2 ** depth
-    if args.input_size < factor or args.input_size % factor:
-        raise ValueError(f"--input-size {args.input_size} must be a positive multiple of {factor}, because the "
-                         f"U-Net halves it {depth} times (for example {7 * factor} or {8 * factor})")
+    check_unet_input_size("--input-size", args.input_size, len(decoder_widths(args.decoder_channels)))
     check_ranges(args, {"lr": (0, math.inf), "weight_decay": (0, math.inf), "flip_probability": (0, 1),
                         "max_minutes": (0, math.inf)})  # --max-minutes 0 stops after the first epoch
     if args.lr == 0:
@@ -226,11 +222,7 @@ def main(args: argparse.Namespace) -> None:
     # Every input is read before the output folder is prepared, so a bad split, data root or
     # mask encoding leaves an earlier run, and a new folder, untouched.
     train_set, val_set = load_datasets(args, mask_encoding)
-    try:
-        model = build_unet(config).to(device)
-    except KeyError as error:  # segmentation-models-pytorch raises KeyError for an unknown encoder name
-        raise ValueError(f"--encoder {args.encoder!r} is not a segmentation-models-pytorch encoder; choose one "
-                         "such as resnet18, resnet34, efficientnet-b0 or a timm encoder as tu-<name>") from error
+    model = build_unet(config).to(device)  # an unknown --encoder fails here, before any folder
     if checkpoint is None:
         prepare_output_dir(args.output_dir, args.overwrite, resumable=True)
     setup_logging(args.output_dir)

@@ -40,6 +40,7 @@ from hemidiaphragm.landmarks import (
     path_avoiding,
     region_outline,
 )
+from hemidiaphragm.reporting import markdown_table
 from hemidiaphragm.runs import run_script
 
 SIDES = (("right", RIGHT_LUNG), ("left", LEFT_LUNG))
@@ -116,12 +117,7 @@ def main(args: argparse.Namespace) -> None:
     widths = reference["width"].to_numpy(dtype=np.float64)
     rows = table_rows("reference", score_masks(reference), widths)
     rows += table_rows("predicted", score_masks(predicted), widths)
-    table = pd.DataFrame(rows)
-    header = "| " + " | ".join(table.columns) + " |"
-    print(header)
-    print("|" + "---|" * len(table.columns))
-    for values in table.itertuples(index=False):
-        print("| " + " | ".join(str(value) for value in values) + " |")
+    print(markdown_table(pd.DataFrame(rows)), end="")
 
 
 if __name__ == "__main__":
